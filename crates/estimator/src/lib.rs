@@ -1,0 +1,1 @@
+//! GPU memory estimation for LLM inference servers.

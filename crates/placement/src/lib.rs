@@ -1,0 +1,1 @@
+//! Placement core: which node and which GPUs a pod gets.

@@ -1,0 +1,2 @@
+//! Every contract between gpupack's parts.
+pub mod deviceplugin;
