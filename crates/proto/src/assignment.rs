@@ -1,0 +1,258 @@
+//! The per-container GPU assignment, annotation [`ANNOTATION`] on a pod.
+//!
+//! The scheduler extender writes it into the Binding's annotations, so the
+//! API server sets `spec.nodeName` and the assignment on the pod in one write:
+//! a pod is never bound without its assignment. The device plugin reads it to
+//! hand each container exactly these GPUs.
+//!
+//! ```
+//! let text = r#"{
+//!   "version": "v1",
+//!   "node": "gpu-node-1",
+//!   "containers": [
+//!     { "name": "vllm",
+//!       "gpus": [
+//!         { "uuid": "GPU-5c1e2b9a-0000-4000-8000-000000000000", "index": 0, "memoryBytes": 40802189312 },
+//!         { "uuid": "GPU-5c1e2b9a-0000-4000-8000-000000000001", "index": 1, "memoryBytes": 40802189312 }
+//!       ] },
+//!     { "name": "embedder", "mig": [ { "uuid": "MIG-a100-0-1g", "parentUuid": "GPU-a100-0", "profile": "1g.10gb" } ] }
+//!   ]
+//! }"#;
+//! let a = proto::assignment::PodAssignment::from_json(text).unwrap();
+//! assert_eq!(a.container("vllm").unwrap().gpus.len(), 2);
+//! assert_eq!(a.to_json(), proto::assignment::PodAssignment::from_json(&a.to_json()).unwrap().to_json());
+//! ```
+
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{FormatError, from_json};
+use crate::inventory::MAX_GPU_MEMORY_BYTES;
+
+const DOC: &str = "assignment";
+
+/// Pod annotation holding the JSON assignment.
+pub const ANNOTATION: &str = "gpupack.io/assignment";
+/// The version this build writes and reads.
+pub const VERSION: &str = "v1";
+
+/// Which GPUs each container of a pod gets.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PodAssignment {
+    /// Format version, [`VERSION`].
+    pub version: String,
+    /// The node the pod is bound to.
+    pub node: String,
+    /// Containers (init or regular; names are unique in a pod) that use gpupack resources.
+    pub containers: Vec<ContainerAssignment>,
+}
+
+/// The GPUs of one container.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerAssignment {
+    /// Container name.
+    pub name: String,
+    /// Whole-GPU shares: one slice and some memory on each GPU.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<AssignedGpu>,
+    /// MIG instances.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mig: Vec<AssignedMig>,
+}
+
+/// A share of one physical GPU.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AssignedGpu {
+    /// GPU UUID.
+    pub uuid: String,
+    /// NVML index on the node (for people; the UUID is authoritative).
+    pub index: u32,
+    /// Memory reserved for the container on this GPU.
+    pub memory_bytes: u64,
+}
+
+/// One MIG instance.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AssignedMig {
+    /// MIG UUID.
+    pub uuid: String,
+    /// UUID of the parent GPU.
+    pub parent_uuid: String,
+    /// MIG profile.
+    pub profile: String,
+}
+
+impl PodAssignment {
+    /// Parses and validates an annotation value.
+    pub fn from_json(text: &str) -> Result<PodAssignment, FormatError> {
+        #[derive(Deserialize)]
+        struct Header {
+            version: String,
+        }
+        let header: Header = from_json(DOC, text)?;
+        if header.version != VERSION {
+            return Err(FormatError::Version {
+                document: DOC,
+                field: "version",
+                found: header.version,
+                expected: VERSION,
+            });
+        }
+        let a: PodAssignment = from_json(DOC, text)?;
+        a.validate()?;
+        Ok(a)
+    }
+
+    /// The annotation value.
+    pub fn to_json(&self) -> String {
+        // Serializing plain strings and integers cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// The assignment of one container.
+    pub fn container(&self, name: &str) -> Option<&ContainerAssignment> {
+        self.containers.iter().find(|c| c.name == name)
+    }
+
+    /// Checks every rule of the format.
+    pub fn validate(&self) -> Result<(), FormatError> {
+        let bad = |field: String, problem: &str| Err(FormatError::invalid(DOC, field, problem));
+        if self.version != VERSION {
+            return Err(FormatError::Version {
+                document: DOC,
+                field: "version",
+                found: self.version.clone(),
+                expected: VERSION,
+            });
+        }
+        if self.node.is_empty() {
+            return bad("node".into(), "must name the node");
+        }
+        if self.containers.is_empty() {
+            return bad("containers".into(), "must list at least one container");
+        }
+        let mut names = HashSet::new();
+        for (i, c) in self.containers.iter().enumerate() {
+            if c.name.is_empty() {
+                return bad(format!("containers[{i}].name"), "must not be empty");
+            }
+            if !names.insert(c.name.as_str()) {
+                return bad(format!("containers[{i}].name"), "duplicate container name");
+            }
+            if c.gpus.is_empty() && c.mig.is_empty() {
+                return bad(
+                    format!("containers[{i}]"),
+                    "assigns neither GPUs nor MIG instances",
+                );
+            }
+            let mut uuids = HashSet::new();
+            for (j, g) in c.gpus.iter().enumerate() {
+                let f = |n: &str| format!("containers[{i}].gpus[{j}].{n}");
+                if !g.uuid.starts_with("GPU-") {
+                    return bad(f("uuid"), "must be a GPU UUID (GPU-…)");
+                }
+                if !uuids.insert(g.uuid.as_str()) {
+                    return bad(f("uuid"), "a container's GPUs must be distinct");
+                }
+                if g.memory_bytes == 0 || g.memory_bytes > MAX_GPU_MEMORY_BYTES {
+                    return bad(f("memoryBytes"), "must be 1 byte to 1 TiB");
+                }
+            }
+            for (j, m) in c.mig.iter().enumerate() {
+                let f = |n: &str| format!("containers[{i}].mig[{j}].{n}");
+                if !m.uuid.starts_with("MIG-") {
+                    return bad(f("uuid"), "must be a MIG UUID (MIG-…)");
+                }
+                if !uuids.insert(m.uuid.as_str()) {
+                    return bad(f("uuid"), "a container's MIG instances must be distinct");
+                }
+                if m.profile.is_empty() {
+                    return bad(f("profile"), "must not be empty");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> PodAssignment {
+        PodAssignment {
+            version: VERSION.into(),
+            node: "n1".into(),
+            containers: vec![ContainerAssignment {
+                name: "server".into(),
+                gpus: vec![AssignedGpu {
+                    uuid: "GPU-1".into(),
+                    index: 0,
+                    memory_bytes: 20 << 30,
+                }],
+                mig: vec![],
+            }],
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let a = sample();
+        let text = a.to_json();
+        assert!(text.contains(r#""memoryBytes":21474836480"#));
+        assert!(!text.contains("mig"), "empty lists are omitted: {text}");
+        assert_eq!(PodAssignment::from_json(&text).unwrap(), a);
+    }
+
+    #[test]
+    fn rejections_name_the_field() {
+        let err =
+            PodAssignment::from_json(r#"{"version":"v9","node":"n","containers":[]}"#).unwrap_err();
+        assert!(matches!(err, FormatError::Version { .. }), "{err}");
+
+        let err = PodAssignment::from_json(r#"{"version":"v1","containers":[]}"#).unwrap_err();
+        assert!(err.to_string().contains("node"), "{err}");
+
+        let mut a = sample();
+        a.containers.push(a.containers[0].clone());
+        let err = PodAssignment::from_json(&a.to_json()).unwrap_err();
+        assert!(err.to_string().contains("containers[1].name"), "{err}");
+
+        let mut a = sample();
+        let first = a.containers[0].gpus[0].clone();
+        a.containers[0].gpus.push(first);
+        assert!(
+            a.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("gpus[1].uuid")
+        );
+
+        let mut a = sample();
+        a.containers[0].gpus[0].memory_bytes = 0;
+        assert!(
+            a.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("gpus[0].memoryBytes")
+        );
+
+        let err = PodAssignment::from_json(
+            r#"{"version":"v1","node":"n","containers":[{"name":"c","gpus":[{"uuid":"GPU-1","index":0,"memoryBytes":-5}]}]}"#,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("containers[0].gpus[0].memoryBytes"),
+            "{err}"
+        );
+
+        let err = PodAssignment::from_json("not json").unwrap_err();
+        assert!(matches!(err, FormatError::Syntax { .. }));
+    }
+}
