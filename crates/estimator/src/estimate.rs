@@ -1,0 +1,272 @@
+//! The estimate: what one tensor-parallel rank of an LLM server needs.
+
+use serde::Serialize;
+
+use crate::arch::Architecture;
+use crate::catalog::{self, ModelSpec};
+use crate::dtype::{DType, KvCacheDtype};
+use crate::engine::{Engine, EngineProfile};
+use crate::error::EstimateError;
+use crate::kv::{LayerSplit, kv_bytes_per_token_per_layer, kv_cache_bytes};
+use crate::quant::{Quantization, WeightFormat};
+use crate::weights::{WeightBreakdown, weights_per_rank};
+
+const GIB: u64 = 1 << 30;
+
+/// Engines sample at most this many rows per step (vLLM's largest default
+/// `max_num_seqs`), which bounds the logits buffer.
+const MAX_SAMPLED_ROWS: u64 = 1024;
+
+/// How a server is run. `None` fields take the model's or the engine's default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServingParams {
+    /// Compute dtype; defaults to the checkpoint's.
+    pub dtype: Option<DType>,
+    /// Weight quantization; defaults to the checkpoint's own.
+    pub quantization: Option<Quantization>,
+    /// GPUs the model is split over.
+    pub tensor_parallel_size: u32,
+    /// Longest sequence (prompt + output); defaults to the model's maximum.
+    pub max_model_len: Option<u64>,
+    /// Full-length sequences the KV cache must hold at once. With neither this
+    /// nor `kv_cache_tokens`, one: the least an engine starts with.
+    pub max_num_seqs: Option<u64>,
+    /// KV-cache budget in tokens, instead of `max_num_seqs`.
+    pub kv_cache_tokens: Option<u64>,
+    pub kv_cache_dtype: KvCacheDtype,
+    pub engine: Engine,
+    /// Tokens per forward pass, which sets the activation peak; defaults to
+    /// the engine's.
+    pub max_num_batched_tokens: Option<u64>,
+}
+
+impl Default for ServingParams {
+    fn default() -> Self {
+        ServingParams {
+            dtype: None,
+            quantization: None,
+            tensor_parallel_size: 1,
+            max_model_len: None,
+            max_num_seqs: None,
+            kv_cache_tokens: None,
+            kv_cache_dtype: KvCacheDtype::Auto,
+            engine: Engine::Vllm,
+            max_num_batched_tokens: None,
+        }
+    }
+}
+
+/// Bytes one GPU (one tensor-parallel rank) needs, by term.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PerGpu {
+    pub weights_bytes: u64,
+    /// KV bytes one token adds on this rank, over all layers.
+    pub kv_cache_bytes_per_token: u64,
+    pub kv_cache_bytes: u64,
+    /// Peak of the forward pass's temporaries.
+    pub activation_bytes: u64,
+    /// CUDA context and runtime, NCCL buffers (TP ≥ 2) and CUDA graphs.
+    pub overhead_bytes: u64,
+    /// The sum of the four terms above.
+    pub total_bytes: u64,
+}
+
+/// The parts of [`PerGpu::overhead_bytes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Overhead {
+    pub runtime_bytes: u64,
+    pub collective_bytes: u64,
+    pub cuda_graph_bytes: u64,
+}
+
+/// A model's memory need per GPU, and the settings it was computed for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Estimate {
+    pub model: String,
+    pub engine: Engine,
+    pub dtype: DType,
+    pub quantization: Quantization,
+    pub kv_cache_dtype: KvCacheDtype,
+    pub tensor_parallel_size: u32,
+    pub max_model_len: u64,
+    /// Tokens the KV cache holds (sequences × max model length, or the budget).
+    pub kv_cache_tokens: u64,
+    pub max_num_batched_tokens: u64,
+    pub per_gpu: PerGpu,
+    pub weights_detail: WeightBreakdown,
+    pub overhead_detail: Overhead,
+}
+
+impl Estimate {
+    /// Bytes each GPU needs.
+    pub fn total_bytes(&self) -> u64 {
+        self.per_gpu.total_bytes
+    }
+
+    /// Whole GiB each GPU needs, rounded up: the `gpupack.io/gpu-memory`
+    /// request per GPU.
+    pub fn gpu_memory_gib(&self) -> u64 {
+        self.per_gpu.total_bytes.div_ceil(GIB)
+    }
+
+    /// GPUs the server spans: the `gpupack.io/gpu` request.
+    pub fn gpu_count(&self) -> u32 {
+        self.tensor_parallel_size
+    }
+}
+
+/// Checks TP against the heads the way vLLM's `verify_with_parallel_config`
+/// and the attention layers do.
+pub fn check_tensor_parallel(arch: &Architecture, tp: u32) -> Result<(), EstimateError> {
+    if tp == 0 {
+        return Err(EstimateError::ZeroTensorParallel);
+    }
+    if !arch.num_attention_heads.is_multiple_of(tp) {
+        return Err(EstimateError::TensorParallelHeads {
+            tensor_parallel_size: tp,
+            attention_heads: arch.num_attention_heads,
+        });
+    }
+    let kv = arch.num_kv_heads;
+    let divides = if kv >= tp { kv.is_multiple_of(tp) } else { tp.is_multiple_of(kv) };
+    if matches!(arch.attention, crate::arch::AttentionKind::Standard) && !divides {
+        return Err(EstimateError::TensorParallelKvHeads {
+            tensor_parallel_size: tp,
+            kv_heads: kv,
+        });
+    }
+    Ok(())
+}
+
+/// Peak of the forward pass's temporaries for `tokens` tokens in one step.
+///
+/// Per token: residual, normed and attention activations (about 8 × hidden)
+/// plus the gate/up/act buffers of the MLP (3 × its per-rank width) in the
+/// compute dtype, plus FP32 logits for `max_num_seqs` sampled rows. Fitted to
+/// "PyTorch activation peak memory 1.26GiB" for Meta-Llama-3-8B at 8192
+/// batched tokens (<https://github.com/vllm-project/vllm/pull/10511>): the
+/// formula gives 1.28 GiB.
+fn activation_bytes(
+    arch: &Architecture,
+    dtype: DType,
+    tp: u64,
+    tokens: u64,
+    max_num_seqs: u64,
+) -> Option<u64> {
+    let mlp_width = match arch.moe {
+        Some(m) => {
+            u64::from(m.experts_per_token) * m.expert_intermediate_size.div_ceil(tp)
+                + m.shared_intermediate_size.div_ceil(tp)
+        }
+        None => arch.intermediate_size.div_ceil(tp),
+    }
+    .max(arch.intermediate_size.div_ceil(tp));
+    let per_token = dtype.bytes() * (8 * arch.hidden_size + 3 * mlp_width);
+    let logits = max_num_seqs.checked_mul(arch.vocab_size)?.checked_mul(4)?;
+    per_token.checked_mul(tokens)?.checked_add(logits)
+}
+
+fn overhead(arch: &Architecture, tp: u32, profile: &EngineProfile) -> Overhead {
+    Overhead {
+        runtime_bytes: profile.runtime_bytes,
+        collective_bytes: if tp >= 2 { profile.collective_bytes } else { 0 },
+        cuda_graph_bytes: u64::from(arch.num_layers)
+            * arch.hidden_size
+            * profile.cuda_graph_bytes_per_layer_hidden,
+    }
+}
+
+/// Estimates one rank's memory for `model` served with `params`.
+pub fn estimate(model: &ModelSpec, params: &ServingParams) -> Result<Estimate, EstimateError> {
+    let arch = &model.arch;
+    arch.validate()?;
+    let tp = params.tensor_parallel_size;
+    check_tensor_parallel(arch, tp)?;
+
+    let max_model_len = params.max_model_len.unwrap_or(arch.max_position_embeddings);
+    if max_model_len == 0 {
+        return Err(EstimateError::ZeroMaxModelLen);
+    }
+    if max_model_len > arch.max_position_embeddings {
+        return Err(EstimateError::MaxModelLenTooLong {
+            requested: max_model_len,
+            model_max: arch.max_position_embeddings,
+        });
+    }
+    let kv_cache_tokens = match (params.max_num_seqs, params.kv_cache_tokens) {
+        (Some(_), Some(_)) => return Err(EstimateError::ConflictingKvBudget),
+        (Some(0), None) => return Err(EstimateError::ZeroSequences),
+        (Some(n), None) => n
+            .checked_mul(max_model_len)
+            .ok_or(EstimateError::Overflow { what: "KV-cache tokens" })?,
+        (None, Some(t)) if t < max_model_len => {
+            return Err(EstimateError::KvBudgetTooSmall {
+                kv_cache_tokens: t,
+                max_model_len,
+            });
+        }
+        (None, Some(t)) => t,
+        (None, None) => max_model_len,
+    };
+
+    let profile = params.engine.profile();
+    let dtype = params.dtype.unwrap_or(model.dtype);
+    let weights = match params.quantization {
+        Some(q) if q != model.weights.quantization => WeightFormat::new(q),
+        _ => model.weights,
+    };
+    let weights_detail = weights_per_rank(arch, dtype, &weights, tp, profile);
+
+    let kv_bytes = params.kv_cache_dtype.bytes(dtype);
+    let per_layer = kv_bytes_per_token_per_layer(arch, kv_bytes, tp);
+    let split = LayerSplit::of(arch, profile.honours_sliding_window);
+    let kv_cache = kv_cache_bytes(per_layer, split, kv_cache_tokens, max_model_len)
+        .ok_or(EstimateError::Overflow { what: "KV-cache bytes" })?;
+
+    let batched = params
+        .max_num_batched_tokens
+        .unwrap_or(profile.default_max_num_batched_tokens);
+    let seqs = params
+        .max_num_seqs
+        .unwrap_or(profile.default_max_num_seqs)
+        .min(MAX_SAMPLED_ROWS);
+    let activation = activation_bytes(arch, dtype, u64::from(tp), batched, seqs)
+        .ok_or(EstimateError::Overflow { what: "activation bytes" })?;
+    let overhead_detail = overhead(arch, tp, profile);
+    let overhead_bytes = overhead_detail.runtime_bytes
+        + overhead_detail.collective_bytes
+        + overhead_detail.cuda_graph_bytes;
+
+    let weights_bytes = weights_detail.total();
+    let total_bytes = [weights_bytes, kv_cache, activation, overhead_bytes]
+        .into_iter()
+        .try_fold(0u64, u64::checked_add)
+        .ok_or(EstimateError::Overflow { what: "total bytes" })?;
+
+    Ok(Estimate {
+        model: model.name.clone(),
+        engine: params.engine,
+        dtype,
+        quantization: weights.quantization,
+        kv_cache_dtype: params.kv_cache_dtype,
+        tensor_parallel_size: tp,
+        max_model_len,
+        kv_cache_tokens,
+        max_num_batched_tokens: batched,
+        per_gpu: PerGpu {
+            weights_bytes,
+            kv_cache_bytes_per_token: per_layer * u64::from(arch.num_layers),
+            kv_cache_bytes: kv_cache,
+            activation_bytes: activation,
+            overhead_bytes,
+            total_bytes,
+        },
+        weights_detail,
+        overhead_detail,
+    })
+}
+
+/// Looks `model` up in the catalog and estimates it.
+pub fn estimate_catalog_model(model: &str, params: &ServingParams) -> Result<Estimate, EstimateError> {
+    estimate(&catalog::lookup(model)?.spec(), params)
+}
