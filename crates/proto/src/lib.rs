@@ -13,6 +13,8 @@
 //! - [`assignment`]: the per-container GPU assignment (`gpupack.io/assignment`,
 //!   v1) the extender writes on a pod and the device plugin honours.
 //! - [`annotations`]: the model annotations an LLM pod may carry.
+//! - [`extender`]: kube-scheduler's HTTP extender API v1 (filter, prioritize,
+//!   bind, preempt), as kube-scheduler puts it on the wire.
 //!
 //! gpupack's own formats are versioned and parsed strictly: an unknown
 //! version, a missing field, an implausible size or a duplicate UUID is
@@ -22,6 +24,7 @@ pub mod annotations;
 pub mod assignment;
 pub mod deviceplugin;
 mod error;
+pub mod extender;
 pub mod inventory;
 pub mod podresources;
 pub mod resources;
