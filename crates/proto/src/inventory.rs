@@ -91,8 +91,9 @@ pub const MAX_NVLINKS: u32 = 64;
     kind = "GpuNodeInventory",
     plural = "gpunodeinventories",
     shortname = "gpuinv",
-    printcolumn = r#"{"name":"GPUs","type":"integer","jsonPath":".spec.gpus[*].index","priority":1}"#,
     printcolumn = r#"{"name":"Backend","type":"string","jsonPath":".spec.backend"}"#,
+    printcolumn = r#"{"name":"Driver","type":"string","jsonPath":".spec.driverVersion"}"#,
+    printcolumn = r#"{"name":"Slices","type":"integer","jsonPath":".spec.slicesPerGpu","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
