@@ -154,7 +154,8 @@ const NONE: Quantization = Quantization::None;
 
 const GENZ: &str = "github:abhibambhaniya/GenZ-LLM-Analyzer@091bdd0";
 const MLC: &str = "github:mlc-ai/mlc-llm@79d603f:python/mlc_llm/model/model_preset.py";
-const AIC: &str = "github:ai-dynamo/aiconfigurator@095f58a:aic-core/src/aiconfigurator_core/model_configs";
+const AIC: &str =
+    "github:ai-dynamo/aiconfigurator@095f58a:aic-core/src/aiconfigurator_core/model_configs";
 
 macro_rules! entry {
     ($name:expr, $hf:expr, $arch:expr, $source:expr) => {
@@ -174,116 +175,280 @@ macro_rules! entry {
 
 /// Every model the catalog knows.
 pub static CATALOG: &[CatalogEntry] = &[
-    entry!("Llama-2-7B", "meta-llama/Llama-2-7b-hf",
-        dense(32, 4096, 32, 32, 128, 11008, 32000, 4096), DType::Float16, NONE,
-        "HF meta-llama/Llama-2-7b-hf config.json via GenZ meta.py and mlc llama2_7b"),
-    entry!("Llama-2-13B", "meta-llama/Llama-2-13b-hf",
-        dense(40, 5120, 40, 40, 128, 13824, 32000, 4096), DType::Float16, NONE,
-        "HF meta-llama/Llama-2-13b-hf config.json via GenZ meta.py and mlc llama2_13b"),
-    entry!("Llama-2-70B", "meta-llama/Llama-2-70b-hf",
-        dense(80, 8192, 64, 8, 128, 28672, 32000, 4096), DType::Float16, NONE,
-        "HF meta-llama/Llama-2-70b-hf config.json via GenZ meta.py and mlc llama2_70b"),
-    entry!("Llama-3-8B", "meta-llama/Meta-Llama-3-8B",
+    entry!(
+        "Llama-2-7B",
+        "meta-llama/Llama-2-7b-hf",
+        dense(32, 4096, 32, 32, 128, 11008, 32000, 4096),
+        DType::Float16,
+        NONE,
+        "HF meta-llama/Llama-2-7b-hf config.json via GenZ meta.py and mlc llama2_7b"
+    ),
+    entry!(
+        "Llama-2-13B",
+        "meta-llama/Llama-2-13b-hf",
+        dense(40, 5120, 40, 40, 128, 13824, 32000, 4096),
+        DType::Float16,
+        NONE,
+        "HF meta-llama/Llama-2-13b-hf config.json via GenZ meta.py and mlc llama2_13b"
+    ),
+    entry!(
+        "Llama-2-70B",
+        "meta-llama/Llama-2-70b-hf",
+        dense(80, 8192, 64, 8, 128, 28672, 32000, 4096),
+        DType::Float16,
+        NONE,
+        "HF meta-llama/Llama-2-70b-hf config.json via GenZ meta.py and mlc llama2_70b"
+    ),
+    entry!(
+        "Llama-3-8B",
+        "meta-llama/Meta-Llama-3-8B",
         dense(32, 4096, 32, 8, 128, 14336, 128256, 8192),
-        "HF meta-llama/Meta-Llama-3-8B config.json; dims as Llama-3.1-8B (aiconfigurator)"),
-    entry!("Llama-3-70B", "meta-llama/Meta-Llama-3-70B",
+        "HF meta-llama/Meta-Llama-3-8B config.json; dims as Llama-3.1-8B (aiconfigurator)"
+    ),
+    entry!(
+        "Llama-3-70B",
+        "meta-llama/Meta-Llama-3-70B",
         dense(80, 8192, 64, 8, 128, 28672, 128256, 8192),
-        "HF meta-llama/Meta-Llama-3-70B config.json; dims as Llama-3.1-70B (aiconfigurator)"),
-    entry!("Llama-3.1-8B", "meta-llama/Llama-3.1-8B",
+        "HF meta-llama/Meta-Llama-3-70B config.json; dims as Llama-3.1-70B (aiconfigurator)"
+    ),
+    entry!(
+        "Llama-3.1-8B",
+        "meta-llama/Llama-3.1-8B",
         dense(32, 4096, 32, 8, 128, 14336, 128256, 131072),
-        "aiconfigurator meta-llama--Meta-Llama-3.1-8B_config.json; mlc llama3_1_8b"),
-    entry!("Llama-3.1-70B", "meta-llama/Llama-3.1-70B",
+        "aiconfigurator meta-llama--Meta-Llama-3.1-8B_config.json; mlc llama3_1_8b"
+    ),
+    entry!(
+        "Llama-3.1-70B",
+        "meta-llama/Llama-3.1-70B",
         dense(80, 8192, 64, 8, 128, 28672, 128256, 131072),
-        "aiconfigurator meta-llama--Meta-Llama-3.1-70B_config.json; mlc llama3_1_70b"),
-    entry!("Llama-3.1-405B", "meta-llama/Llama-3.1-405B",
+        "aiconfigurator meta-llama--Meta-Llama-3.1-70B_config.json; mlc llama3_1_70b"
+    ),
+    entry!(
+        "Llama-3.1-405B",
+        "meta-llama/Llama-3.1-405B",
         dense(126, 16384, 128, 8, 128, 53248, 128256, 131072),
-        "aiconfigurator meta-llama--Meta-Llama-3.1-405B_config.json"),
-    entry!("Llama-3.2-1B", "meta-llama/Llama-3.2-1B",
+        "aiconfigurator meta-llama--Meta-Llama-3.1-405B_config.json"
+    ),
+    entry!(
+        "Llama-3.2-1B",
+        "meta-llama/Llama-3.2-1B",
         tied(dense(16, 2048, 32, 8, 64, 8192, 128256, 131072)),
-        "mlc llama3_2_1b (verbatim HF config.json)"),
-    entry!("Llama-3.2-3B", "meta-llama/Llama-3.2-3B",
+        "mlc llama3_2_1b (verbatim HF config.json)"
+    ),
+    entry!(
+        "Llama-3.2-3B",
+        "meta-llama/Llama-3.2-3B",
         tied(dense(28, 3072, 24, 8, 128, 8192, 128256, 131072)),
-        "mlc llama3_2_3b (verbatim HF config.json)"),
-    entry!("Llama-3.3-70B", "meta-llama/Llama-3.3-70B-Instruct",
+        "mlc llama3_2_3b (verbatim HF config.json)"
+    ),
+    entry!(
+        "Llama-3.3-70B",
+        "meta-llama/Llama-3.3-70B-Instruct",
         dense(80, 8192, 64, 8, 128, 28672, 128256, 131072),
-        "HF meta-llama/Llama-3.3-70B-Instruct config.json: same dims as Llama-3.1-70B"),
-    entry!("Mistral-7B-v0.1", "mistralai/Mistral-7B-v0.1",
+        "HF meta-llama/Llama-3.3-70B-Instruct config.json: same dims as Llama-3.1-70B"
+    ),
+    entry!(
+        "Mistral-7B-v0.1",
+        "mistralai/Mistral-7B-v0.1",
         window(dense(32, 4096, 32, 8, 128, 14336, 32000, 32768), 4096, 32),
-        "mlc mistral_7b (verbatim HF config.json): sliding_window 4096"),
-    entry!("Mistral-7B-v0.3", "mistralai/Mistral-7B-v0.3",
+        "mlc mistral_7b (verbatim HF config.json): sliding_window 4096"
+    ),
+    entry!(
+        "Mistral-7B-v0.3",
+        "mistralai/Mistral-7B-v0.3",
         dense(32, 4096, 32, 8, 128, 14336, 32768, 32768),
-        "mlc mistral_7b_v03 (verbatim HF config.json): vocab 32768, sliding_window null"),
-    entry!("Mixtral-8x7B", "mistralai/Mixtral-8x7B-v0.1",
-        moe(dense(32, 4096, 32, 8, 128, 14336, 32000, 32768), 8, 2, 14336),
-        "aiconfigurator mistralai--Mixtral-8x7B-v0.1_config.json"),
-    entry!("Mixtral-8x22B", "mistralai/Mixtral-8x22B-v0.1",
-        moe(dense(56, 6144, 48, 8, 128, 16384, 32000, 65536), 8, 2, 16384),
-        "aiconfigurator mistralai--Mixtral-8x22B-v0.1_config.json"),
-    entry!("Qwen2.5-0.5B", "Qwen/Qwen2.5-0.5B",
+        "mlc mistral_7b_v03 (verbatim HF config.json): vocab 32768, sliding_window null"
+    ),
+    entry!(
+        "Mixtral-8x7B",
+        "mistralai/Mixtral-8x7B-v0.1",
+        moe(
+            dense(32, 4096, 32, 8, 128, 14336, 32000, 32768),
+            8,
+            2,
+            14336
+        ),
+        "aiconfigurator mistralai--Mixtral-8x7B-v0.1_config.json"
+    ),
+    entry!(
+        "Mixtral-8x22B",
+        "mistralai/Mixtral-8x22B-v0.1",
+        moe(
+            dense(56, 6144, 48, 8, 128, 16384, 32000, 65536),
+            8,
+            2,
+            16384
+        ),
+        "aiconfigurator mistralai--Mixtral-8x22B-v0.1_config.json"
+    ),
+    entry!(
+        "Qwen2.5-0.5B",
+        "Qwen/Qwen2.5-0.5B",
         tied(qwen2(dense(24, 896, 14, 2, 64, 4864, 151936, 32768))),
-        "mlc qwen2_0_5b; GenZ alibaba.py"),
-    entry!("Qwen2.5-7B", "Qwen/Qwen2.5-7B",
+        "mlc qwen2_0_5b; GenZ alibaba.py"
+    ),
+    entry!(
+        "Qwen2.5-7B",
+        "Qwen/Qwen2.5-7B",
         qwen2(dense(28, 3584, 28, 4, 128, 18944, 152064, 131072)),
-        "citsjtu2020/LLM-Prof sglang/Model_Config.md; GenZ alibaba.py"),
-    entry!("Qwen2.5-14B", "Qwen/Qwen2.5-14B",
+        "citsjtu2020/LLM-Prof sglang/Model_Config.md; GenZ alibaba.py"
+    ),
+    entry!(
+        "Qwen2.5-14B",
+        "Qwen/Qwen2.5-14B",
         qwen2(dense(48, 5120, 40, 8, 128, 13824, 152064, 131072)),
-        "citsjtu2020/LLM-Prof sglang/Model_Config.md; GenZ alibaba.py"),
-    entry!("Qwen2.5-32B", "Qwen/Qwen2.5-32B",
+        "citsjtu2020/LLM-Prof sglang/Model_Config.md; GenZ alibaba.py"
+    ),
+    entry!(
+        "Qwen2.5-32B",
+        "Qwen/Qwen2.5-32B",
         qwen2(dense(64, 5120, 40, 8, 128, 27648, 152064, 131072)),
-        "citsjtu2020/LLM-Prof sglang/Model_Config.md; GenZ alibaba.py"),
-    entry!("Qwen2.5-72B", "Qwen/Qwen2.5-72B",
+        "citsjtu2020/LLM-Prof sglang/Model_Config.md; GenZ alibaba.py"
+    ),
+    entry!(
+        "Qwen2.5-72B",
+        "Qwen/Qwen2.5-72B",
         qwen2(dense(80, 8192, 64, 8, 128, 29568, 152064, 131072)),
-        "GenZ alibaba.py (HF config.json)"),
-    entry!("Qwen3-0.6B", "Qwen/Qwen3-0.6B",
+        "GenZ alibaba.py (HF config.json)"
+    ),
+    entry!(
+        "Qwen3-0.6B",
+        "Qwen/Qwen3-0.6B",
         tied(qwen3(dense(28, 1024, 16, 8, 128, 3072, 151936, 40960))),
-        "aiconfigurator Qwen--Qwen3-0.6B_config.json; mlc qwen3_0.6b"),
-    entry!("Qwen3-8B", "Qwen/Qwen3-8B",
+        "aiconfigurator Qwen--Qwen3-0.6B_config.json; mlc qwen3_0.6b"
+    ),
+    entry!(
+        "Qwen3-8B",
+        "Qwen/Qwen3-8B",
         qwen3(dense(36, 4096, 32, 8, 128, 12288, 151936, 40960)),
-        "aiconfigurator Qwen--Qwen3-8B_config.json"),
-    entry!("Qwen3-14B", "Qwen/Qwen3-14B",
+        "aiconfigurator Qwen--Qwen3-8B_config.json"
+    ),
+    entry!(
+        "Qwen3-14B",
+        "Qwen/Qwen3-14B",
         qwen3(dense(40, 5120, 40, 8, 128, 17408, 151936, 40960)),
-        "citsjtu2020/LLM-Prof sglang/Model_Config.md"),
-    entry!("Qwen3-32B", "Qwen/Qwen3-32B",
+        "citsjtu2020/LLM-Prof sglang/Model_Config.md"
+    ),
+    entry!(
+        "Qwen3-32B",
+        "Qwen/Qwen3-32B",
         qwen3(dense(64, 5120, 64, 8, 128, 25600, 151936, 40960)),
-        "aiconfigurator Qwen--Qwen3-32B_config.json"),
-    entry!("Qwen3-30B-A3B", "Qwen/Qwen3-30B-A3B",
-        moe(qwen3(dense(48, 2048, 32, 4, 128, 6144, 151936, 40960)), 128, 8, 768),
-        "aiconfigurator Qwen--Qwen3-30B-A3B_config.json: moe_intermediate_size 768"),
-    entry!("Qwen3-235B-A22B", "Qwen/Qwen3-235B-A22B",
-        moe(qwen3(dense(94, 4096, 64, 4, 128, 12288, 151936, 40960)), 128, 8, 1536),
-        "aiconfigurator Qwen--Qwen3-235B-A22B_config.json: moe_intermediate_size 1536"),
-    entry!("Gemma-2-9B", "google/gemma-2-9b",
+        "aiconfigurator Qwen--Qwen3-32B_config.json"
+    ),
+    entry!(
+        "Qwen3-30B-A3B",
+        "Qwen/Qwen3-30B-A3B",
+        moe(
+            qwen3(dense(48, 2048, 32, 4, 128, 6144, 151936, 40960)),
+            128,
+            8,
+            768
+        ),
+        "aiconfigurator Qwen--Qwen3-30B-A3B_config.json: moe_intermediate_size 768"
+    ),
+    entry!(
+        "Qwen3-235B-A22B",
+        "Qwen/Qwen3-235B-A22B",
+        moe(
+            qwen3(dense(94, 4096, 64, 4, 128, 12288, 151936, 40960)),
+            128,
+            8,
+            1536
+        ),
+        "aiconfigurator Qwen--Qwen3-235B-A22B_config.json: moe_intermediate_size 1536"
+    ),
+    entry!(
+        "Gemma-2-9B",
+        "google/gemma-2-9b",
         gemma2(dense(42, 3584, 16, 8, 256, 14336, 256000, 8192)),
-        "mlc gemma2_9b (verbatim HF config.json): sliding_window 4096 on alternate layers"),
-    entry!("Gemma-2-27B", "google/gemma-2-27b",
+        "mlc gemma2_9b (verbatim HF config.json): sliding_window 4096 on alternate layers"
+    ),
+    entry!(
+        "Gemma-2-27B",
+        "google/gemma-2-27b",
         gemma2(dense(46, 4608, 32, 16, 128, 36864, 256000, 8192)),
-        "mlc gemma2_27b (verbatim HF config.json): head_dim 128"),
-    entry!("Phi-3-mini-4k", "microsoft/Phi-3-mini-4k-instruct",
+        "mlc gemma2_27b (verbatim HF config.json): head_dim 128"
+    ),
+    entry!(
+        "Phi-3-mini-4k",
+        "microsoft/Phi-3-mini-4k-instruct",
         dense(32, 3072, 32, 32, 96, 8192, 32064, 4096),
-        "mlc phi-3_5 (same dims); GenZ microsoft.py"),
-    entry!("Phi-3-medium-4k", "microsoft/Phi-3-medium-4k-instruct",
+        "mlc phi-3_5 (same dims); GenZ microsoft.py"
+    ),
+    entry!(
+        "Phi-3-medium-4k",
+        "microsoft/Phi-3-medium-4k-instruct",
         dense(40, 5120, 40, 10, 128, 17920, 32064, 4096),
-        "GenZ microsoft.py (HF config.json)"),
-    entry!("DeepSeek-V2-Lite", "deepseek-ai/DeepSeek-V2-Lite",
-        deepseek(dense(27, 2048, 16, 16, 192, 10944, 102400, 163840), 64, 6, 1408, 2816, 1, None),
-        "mlc deepseek_v2_lite (verbatim HF config.json): kv_lora_rank 512, 2 shared experts"),
-    entry!("DeepSeek-V3", "deepseek-ai/DeepSeek-V3",
-        deepseek(dense(61, 7168, 128, 128, 192, 18432, 129280, 163840), 256, 8, 2048, 2048, 3, Some(1536)),
-        BF16, Quantization::Fp8 { block: Some(128) },
-        "aiconfigurator deepseek-ai--DeepSeek-V3_config.json: FP8 e4m3 block 128x128"),
-    entry!("DeepSeek-R1", "deepseek-ai/DeepSeek-R1",
-        deepseek(dense(61, 7168, 128, 128, 192, 18432, 129280, 163840), 256, 8, 2048, 2048, 3, Some(1536)),
-        BF16, Quantization::Fp8 { block: Some(128) },
-        "HF deepseek-ai/DeepSeek-R1 config.json: same architecture as DeepSeek-V3"),
-    entry!("Falcon-40B", "tiiuae/falcon-40b",
+        "GenZ microsoft.py (HF config.json)"
+    ),
+    entry!(
+        "DeepSeek-V2-Lite",
+        "deepseek-ai/DeepSeek-V2-Lite",
+        deepseek(
+            dense(27, 2048, 16, 16, 192, 10944, 102400, 163840),
+            64,
+            6,
+            1408,
+            2816,
+            1,
+            None
+        ),
+        "mlc deepseek_v2_lite (verbatim HF config.json): kv_lora_rank 512, 2 shared experts"
+    ),
+    entry!(
+        "DeepSeek-V3",
+        "deepseek-ai/DeepSeek-V3",
+        deepseek(
+            dense(61, 7168, 128, 128, 192, 18432, 129280, 163840),
+            256,
+            8,
+            2048,
+            2048,
+            3,
+            Some(1536)
+        ),
+        BF16,
+        Quantization::Fp8 { block: Some(128) },
+        "aiconfigurator deepseek-ai--DeepSeek-V3_config.json: FP8 e4m3 block 128x128"
+    ),
+    entry!(
+        "DeepSeek-R1",
+        "deepseek-ai/DeepSeek-R1",
+        deepseek(
+            dense(61, 7168, 128, 128, 192, 18432, 129280, 163840),
+            256,
+            8,
+            2048,
+            2048,
+            3,
+            Some(1536)
+        ),
+        BF16,
+        Quantization::Fp8 { block: Some(128) },
+        "HF deepseek-ai/DeepSeek-R1 config.json: same architecture as DeepSeek-V3"
+    ),
+    entry!(
+        "Falcon-40B",
+        "tiiuae/falcon-40b",
         falcon_40b(),
-        "falcon-40b-instruct config.json (n_head 128, n_head_kv 8, n_layer 60); RahulSChand/gpu_poor all_configs.json"),
-    entry!("gpt-oss-20b", "openai/gpt-oss-20b",
-        gpt_oss(24, 32), BF16, Quantization::Mxfp4,
-        "aiconfigurator openai--gpt-oss-20b_config.json: MXFP4 experts, sliding window 128 on half the layers"),
-    entry!("gpt-oss-120b", "openai/gpt-oss-120b",
-        gpt_oss(36, 128), BF16, Quantization::Mxfp4,
-        "aiconfigurator openai--gpt-oss-120b_config.json: MXFP4 experts, 18 sliding + 18 full layers"),
+        "falcon-40b-instruct config.json (n_head 128, n_head_kv 8, n_layer 60); RahulSChand/gpu_poor all_configs.json"
+    ),
+    entry!(
+        "gpt-oss-20b",
+        "openai/gpt-oss-20b",
+        gpt_oss(24, 32),
+        BF16,
+        Quantization::Mxfp4,
+        "aiconfigurator openai--gpt-oss-20b_config.json: MXFP4 experts, sliding window 128 on half the layers"
+    ),
+    entry!(
+        "gpt-oss-120b",
+        "openai/gpt-oss-120b",
+        gpt_oss(36, 128),
+        BF16,
+        Quantization::Mxfp4,
+        "aiconfigurator openai--gpt-oss-120b_config.json: MXFP4 experts, 18 sliding + 18 full layers"
+    ),
 ];
 
 /// Where the entries were transcribed from, for attribution.
@@ -330,7 +495,11 @@ pub fn closest(name: &str, n: usize) -> Vec<String> {
         })
         .collect();
     scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
-    scored.into_iter().take(n).map(|(_, n)| n.to_string()).collect()
+    scored
+        .into_iter()
+        .take(n)
+        .map(|(_, n)| n.to_string())
+        .collect()
 }
 
 #[cfg(test)]
@@ -340,7 +509,9 @@ mod tests {
     #[test]
     fn every_entry_is_valid_and_unique() {
         for e in CATALOG {
-            e.arch.validate().unwrap_or_else(|err| panic!("{}: {err}", e.name));
+            e.arch
+                .validate()
+                .unwrap_or_else(|err| panic!("{}: {err}", e.name));
             let dupes = CATALOG
                 .iter()
                 .filter(|o| normalize(o.name) == normalize(e.name))
@@ -352,14 +523,32 @@ mod tests {
     #[test]
     fn finds_by_short_name_and_hf_id() {
         assert_eq!(lookup("llama-3.1-8b").unwrap().name, "Llama-3.1-8B");
-        assert_eq!(lookup("meta-llama/Llama-3.1-8B-Instruct").unwrap().name, "Llama-3.1-8B");
-        assert_eq!(lookup("meta-llama/Meta-Llama-3-70B-Instruct").unwrap().name, "Llama-3-70B");
-        assert_eq!(lookup("mistralai/Mixtral-8x7B-Instruct-v0.1").unwrap().name, "Mixtral-8x7B");
-        assert_eq!(lookup("Qwen/Qwen2.5-72B-Instruct-AWQ").unwrap().name, "Qwen2.5-72B");
-        assert_eq!(lookup("Qwen/Qwen3-30B-A3B-Instruct-2507").unwrap().name, "Qwen3-30B-A3B");
+        assert_eq!(
+            lookup("meta-llama/Llama-3.1-8B-Instruct").unwrap().name,
+            "Llama-3.1-8B"
+        );
+        assert_eq!(
+            lookup("meta-llama/Meta-Llama-3-70B-Instruct").unwrap().name,
+            "Llama-3-70B"
+        );
+        assert_eq!(
+            lookup("mistralai/Mixtral-8x7B-Instruct-v0.1").unwrap().name,
+            "Mixtral-8x7B"
+        );
+        assert_eq!(
+            lookup("Qwen/Qwen2.5-72B-Instruct-AWQ").unwrap().name,
+            "Qwen2.5-72B"
+        );
+        assert_eq!(
+            lookup("Qwen/Qwen3-30B-A3B-Instruct-2507").unwrap().name,
+            "Qwen3-30B-A3B"
+        );
         assert_eq!(lookup("google/gemma-2-9b-it").unwrap().name, "Gemma-2-9B");
         assert_eq!(lookup("OPENAI/GPT-OSS-120B").unwrap().name, "gpt-oss-120b");
-        assert_eq!(lookup("deepseek-ai/DeepSeek-R1").unwrap().name, "DeepSeek-R1");
+        assert_eq!(
+            lookup("deepseek-ai/DeepSeek-R1").unwrap().name,
+            "DeepSeek-R1"
+        );
     }
 
     #[test]

@@ -137,7 +137,13 @@ mod tests {
     fn kv_dtype_bytes_follow_model_for_auto() {
         assert_eq!(KvCacheDtype::Auto.bytes(DType::Float32), 4);
         assert_eq!(KvCacheDtype::Auto.bytes(DType::Bfloat16), 2);
-        assert_eq!("fp8".parse::<KvCacheDtype>().unwrap().bytes(DType::Bfloat16), 1);
+        assert_eq!(
+            "fp8"
+                .parse::<KvCacheDtype>()
+                .unwrap()
+                .bytes(DType::Bfloat16),
+            1
+        );
         assert!("int4".parse::<KvCacheDtype>().is_err());
     }
 }

@@ -67,7 +67,7 @@ pub struct EngineProfile {
     pub runtime_bytes: u64,
     /// NCCL and custom all-reduce buffers, added on every rank when TP ≥ 2.
     pub collective_bytes: u64,
-    /// CUDA-graph memory per unit of `layers × hidden_size`.
+    /// CUDA-graph memory per unit of `layers × hidden_size / TP`.
     pub cuda_graph_bytes_per_layer_hidden: u64,
     /// Tokens in one forward pass when the user sets none (the activation peak
     /// is profiled at this size).
@@ -82,10 +82,11 @@ pub struct EngineProfile {
 /// - collectives 1.79 GiB: the same log shows 3.58 GiB at TP 2; the difference
 ///   is NCCL and custom all-reduce buffers.
 /// - CUDA graphs: "Graph capturing finished in 14 secs, took 0.21 GiB" for
-///   Llama-3.2-1B (16 layers × 2048) (<https://github.com/vllm-project/vllm/pull/11349>)
-///   gives 0.21 GiB / 32768 ≈ 6.9 KB per layer·hidden; vLLM v0.9.2 reports
-///   1.40 GiB for Llama-4-Maverick, 48 × 5120, which the same rate puts at 1.6
-///   (<https://github.com/sgl-project/sglang/issues/8538>).
+///   Llama-3.2-1B TP 1 (16 layers × 2048) (<https://github.com/vllm-project/vllm/pull/11349>)
+///   gives 0.21 GiB / 32768 ≈ 6.9 KB per layer·hidden; captured buffers are
+///   per-rank activations, so the figure divides by TP. Check: Llama-3-70B AWQ
+///   TP 8 "Cudagraph took 0.6172 GB" (<https://github.com/vllm-project/vllm/pull/5515>),
+///   where the rate gives 80 × 8192 × 6880 / 8 = 0.53 GiB.
 /// - MXFP4 alignment 256: gpt-oss-120b TP 1 "Model loading took 64.38 GiB"
 ///   (<https://github.com/vllm-project/vllm/issues/33155>) matches experts
 ///   padded from 2880 to 3072 (64.5 GiB) and not unpadded ones (60.7 GiB).

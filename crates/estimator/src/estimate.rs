@@ -128,7 +128,11 @@ pub fn check_tensor_parallel(arch: &Architecture, tp: u32) -> Result<(), Estimat
         });
     }
     let kv = arch.num_kv_heads;
-    let divides = if kv >= tp { kv.is_multiple_of(tp) } else { tp.is_multiple_of(kv) };
+    let divides = if kv >= tp {
+        kv.is_multiple_of(tp)
+    } else {
+        tp.is_multiple_of(kv)
+    };
     if matches!(arch.attention, crate::arch::AttentionKind::Standard) && !divides {
         return Err(EstimateError::TensorParallelKvHeads {
             tensor_parallel_size: tp,
@@ -172,7 +176,8 @@ fn overhead(arch: &Architecture, tp: u32, profile: &EngineProfile) -> Overhead {
         collective_bytes: if tp >= 2 { profile.collective_bytes } else { 0 },
         cuda_graph_bytes: u64::from(arch.num_layers)
             * arch.hidden_size
-            * profile.cuda_graph_bytes_per_layer_hidden,
+            * profile.cuda_graph_bytes_per_layer_hidden
+            / u64::from(tp.max(1)),
     }
 }
 
@@ -198,7 +203,9 @@ pub fn estimate(model: &ModelSpec, params: &ServingParams) -> Result<Estimate, E
         (Some(0), None) => return Err(EstimateError::ZeroSequences),
         (Some(n), None) => n
             .checked_mul(max_model_len)
-            .ok_or(EstimateError::Overflow { what: "KV-cache tokens" })?,
+            .ok_or(EstimateError::Overflow {
+                what: "KV-cache tokens",
+            })?,
         (None, Some(t)) if t < max_model_len => {
             return Err(EstimateError::KvBudgetTooSmall {
                 kv_cache_tokens: t,
@@ -220,8 +227,11 @@ pub fn estimate(model: &ModelSpec, params: &ServingParams) -> Result<Estimate, E
     let kv_bytes = params.kv_cache_dtype.bytes(dtype);
     let per_layer = kv_bytes_per_token_per_layer(arch, kv_bytes, tp);
     let split = LayerSplit::of(arch, profile.honours_sliding_window);
-    let kv_cache = kv_cache_bytes(per_layer, split, kv_cache_tokens, max_model_len)
-        .ok_or(EstimateError::Overflow { what: "KV-cache bytes" })?;
+    let kv_cache = kv_cache_bytes(per_layer, split, kv_cache_tokens, max_model_len).ok_or(
+        EstimateError::Overflow {
+            what: "KV-cache bytes",
+        },
+    )?;
 
     let batched = params
         .max_num_batched_tokens
@@ -230,8 +240,11 @@ pub fn estimate(model: &ModelSpec, params: &ServingParams) -> Result<Estimate, E
         .max_num_seqs
         .unwrap_or(profile.default_max_num_seqs)
         .min(MAX_SAMPLED_ROWS);
-    let activation = activation_bytes(arch, dtype, u64::from(tp), batched, seqs)
-        .ok_or(EstimateError::Overflow { what: "activation bytes" })?;
+    let activation = activation_bytes(arch, dtype, u64::from(tp), batched, seqs).ok_or(
+        EstimateError::Overflow {
+            what: "activation bytes",
+        },
+    )?;
     let overhead_detail = overhead(arch, tp, profile);
     let overhead_bytes = overhead_detail.runtime_bytes
         + overhead_detail.collective_bytes
@@ -241,7 +254,9 @@ pub fn estimate(model: &ModelSpec, params: &ServingParams) -> Result<Estimate, E
     let total_bytes = [weights_bytes, kv_cache, activation, overhead_bytes]
         .into_iter()
         .try_fold(0u64, u64::checked_add)
-        .ok_or(EstimateError::Overflow { what: "total bytes" })?;
+        .ok_or(EstimateError::Overflow {
+            what: "total bytes",
+        })?;
 
     Ok(Estimate {
         model: model.name.clone(),
@@ -267,6 +282,9 @@ pub fn estimate(model: &ModelSpec, params: &ServingParams) -> Result<Estimate, E
 }
 
 /// Looks `model` up in the catalog and estimates it.
-pub fn estimate_catalog_model(model: &str, params: &ServingParams) -> Result<Estimate, EstimateError> {
+pub fn estimate_catalog_model(
+    model: &str,
+    params: &ServingParams,
+) -> Result<Estimate, EstimateError> {
     estimate(&catalog::lookup(model)?.spec(), params)
 }

@@ -29,21 +29,65 @@ pub struct Gpu {
 pub static GPUS: &[Gpu] = &[
     // "total_gpu_memory (79.19GiB)", H100 80GB HBM3
     // (https://github.com/kubernetes-sigs/gateway-api-inference-extension/pull/550).
-    Gpu { name: "H100-80GB", aliases: &["h100", "h100-sxm", "h100-pcie", "h800"], memory_bytes: gib_hundredths(7919) },
+    Gpu {
+        name: "H100-80GB",
+        aliases: &["h100", "h100-sxm", "h100-pcie", "h800"],
+        memory_bytes: gib_hundredths(7919),
+    },
     // nvidia-smi "143771MiB" on H200 (https://github.com/sgl-project/sglang/issues/3196).
-    Gpu { name: "H200-141GB", aliases: &["h200", "h20-141gb"], memory_bytes: 143_771 * MIB },
+    Gpu {
+        name: "H200-141GB",
+        aliases: &["h200", "h20-141gb"],
+        memory_bytes: 143_771 * MIB,
+    },
     // "Total VRAM: 178.35 GB" on B200 (https://github.com/unslothai/unsloth/issues/3411).
-    Gpu { name: "B200-180GB", aliases: &["b200"], memory_bytes: gib_hundredths(17835) },
-    Gpu { name: "A100-80GB", aliases: &["a100-80g", "a100-sxm4-80gb", "a100-pcie-80gb"], memory_bytes: 81_920 * MIB },
-    Gpu { name: "A100-40GB", aliases: &["a100", "a100-40g", "a100-sxm4-40gb"], memory_bytes: 40_960 * MIB },
+    Gpu {
+        name: "B200-180GB",
+        aliases: &["b200"],
+        memory_bytes: gib_hundredths(17835),
+    },
+    Gpu {
+        name: "A100-80GB",
+        aliases: &["a100-80g", "a100-sxm4-80gb", "a100-pcie-80gb"],
+        memory_bytes: 81_920 * MIB,
+    },
+    Gpu {
+        name: "A100-40GB",
+        aliases: &["a100", "a100-40g", "a100-sxm4-40gb"],
+        memory_bytes: 40_960 * MIB,
+    },
     // "total_gpu_memory (44.42GiB)" on L40S (https://github.com/vllm-project/vllm/issues/15815).
-    Gpu { name: "L40S", aliases: &["l40s-48gb", "l40", "a40", "rtx-6000-ada"], memory_bytes: gib_hundredths(4442) },
-    Gpu { name: "L4", aliases: &["l4-24gb"], memory_bytes: 23_034 * MIB },
-    Gpu { name: "A10G", aliases: &["a10", "a10g-24gb", "a10-24gb"], memory_bytes: 23_028 * MIB },
+    Gpu {
+        name: "L40S",
+        aliases: &["l40s-48gb", "l40", "a40", "rtx-6000-ada"],
+        memory_bytes: gib_hundredths(4442),
+    },
+    Gpu {
+        name: "L4",
+        aliases: &["l4-24gb"],
+        memory_bytes: 23_034 * MIB,
+    },
+    Gpu {
+        name: "A10G",
+        aliases: &["a10", "a10g-24gb", "a10-24gb"],
+        memory_bytes: 23_028 * MIB,
+    },
     // "total_gpu_memory=23.58GiB" on RTX 3090 (https://github.com/vllm-project/vllm/issues/10517).
-    Gpu { name: "RTX-4090", aliases: &["4090", "rtx4090", "rtx-3090", "3090", "rtx3090"], memory_bytes: gib_hundredths(2358) },
-    Gpu { name: "V100-32GB", aliases: &["v100"], memory_bytes: 32_768 * MIB },
-    Gpu { name: "T4", aliases: &["t4-16gb"], memory_bytes: 15_360 * MIB },
+    Gpu {
+        name: "RTX-4090",
+        aliases: &["4090", "rtx4090", "rtx-3090", "3090", "rtx3090"],
+        memory_bytes: gib_hundredths(2358),
+    },
+    Gpu {
+        name: "V100-32GB",
+        aliases: &["v100"],
+        memory_bytes: 32_768 * MIB,
+    },
+    Gpu {
+        name: "T4",
+        aliases: &["t4-16gb"],
+        memory_bytes: 15_360 * MIB,
+    },
 ];
 
 fn key(s: &str) -> String {
@@ -63,7 +107,11 @@ pub fn lookup_gpu(name: &str) -> Result<&'static Gpu, EstimateError> {
             scored.sort_by(|a, b| b.0.total_cmp(&a.0));
             EstimateError::UnknownGpu {
                 name: name.to_string(),
-                closest: scored.into_iter().take(3).map(|(_, n)| n.to_string()).collect(),
+                closest: scored
+                    .into_iter()
+                    .take(3)
+                    .map(|(_, n)| n.to_string())
+                    .collect(),
             }
         })
 }

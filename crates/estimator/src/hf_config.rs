@@ -16,16 +16,19 @@ struct Fields<'a>(&'a Map<String, Value>);
 
 impl Fields<'_> {
     fn value(&self, keys: &[&str]) -> Option<&Value> {
-        keys.iter().find_map(|k| self.0.get(*k).filter(|v| !v.is_null()))
+        keys.iter()
+            .find_map(|k| self.0.get(*k).filter(|v| !v.is_null()))
     }
 
     fn opt_u64(&self, keys: &[&str]) -> Result<Option<u64>, EstimateError> {
         match self.value(keys) {
             None => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .map(Some)
-                .ok_or_else(|| bad(format!("{} must be a non-negative integer, got {v}", keys[0]))),
+            Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+                bad(format!(
+                    "{} must be a non-negative integer, got {v}",
+                    keys[0]
+                ))
+            }),
         }
     }
 
@@ -113,15 +116,26 @@ pub fn parse_hf_config(name: &str, json: &str) -> Result<ModelSpec, EstimateErro
         None if is_falcon => 2048,
         None => return Err(bad("missing field max_position_embeddings")),
     };
-    let tie_default = matches!(model_type.as_str(), "gemma" | "gemma2" | "gemma3_text" | "falcon");
+    let tie_default = matches!(
+        model_type.as_str(),
+        "gemma" | "gemma2" | "gemma3_text" | "falcon"
+    );
     let tie = f.bool(&["tie_word_embeddings"])?.unwrap_or(tie_default);
 
-    let mut arch = Architecture::dense(layers, hidden, heads, kv_heads, head_dim, intermediate, vocab, max_pos);
+    let mut arch = Architecture::dense(
+        layers,
+        hidden,
+        heads,
+        kv_heads,
+        head_dim,
+        intermediate,
+        vocab,
+        max_pos,
+    );
     arch.tie_word_embeddings = tie;
-    arch.qkv_bias = f.bool(&["attention_bias", "qkv_bias", "bias"])?.unwrap_or(matches!(
-        model_type.as_str(),
-        "qwen2" | "qwen2_moe"
-    ));
+    arch.qkv_bias = f
+        .bool(&["attention_bias", "qkv_bias", "bias"])?
+        .unwrap_or(matches!(model_type.as_str(), "qwen2" | "qwen2_moe"));
     arch.o_bias = model_type == "gpt_oss";
     arch.qk_norm = matches!(model_type.as_str(), "qwen3" | "qwen3_moe");
     if model_type.starts_with("gemma2") || model_type.starts_with("gemma3") {
@@ -148,7 +162,9 @@ pub fn parse_hf_config(name: &str, json: &str) -> Result<ModelSpec, EstimateErro
             .unwrap_or(intermediate);
         let shared = match f.opt_u64(&["n_shared_experts"])? {
             Some(n) => n * expert_inter,
-            None => f.opt_u64(&["shared_expert_intermediate_size"])?.unwrap_or(0),
+            None => f
+                .opt_u64(&["shared_expert_intermediate_size"])?
+                .unwrap_or(0),
         };
         arch.moe = Some(Moe {
             num_experts: experts,
@@ -174,7 +190,10 @@ pub fn parse_hf_config(name: &str, json: &str) -> Result<ModelSpec, EstimateErro
     arch.sliding_window = sliding_window(&f, &model_type, layers)?;
     arch.validate()?;
 
-    let dtype = match Fields(root).str(&["torch_dtype", "dtype"]).or(f.str(&["torch_dtype", "dtype"])) {
+    let dtype = match Fields(root)
+        .str(&["torch_dtype", "dtype"])
+        .or(f.str(&["torch_dtype", "dtype"]))
+    {
         Some(s) => s.parse::<DType>()?,
         None => DType::Bfloat16,
     };
@@ -245,7 +264,10 @@ fn quantization(q: &Value, layers: u32) -> Result<WeightFormat, EstimateError> {
     let quant = match method.as_str() {
         "fp8" => {
             let block = match f.value(&["weight_block_size"]).and_then(Value::as_array) {
-                Some(b) => b.first().and_then(Value::as_u64).and_then(|v| u32::try_from(v).ok()),
+                Some(b) => b
+                    .first()
+                    .and_then(Value::as_u64)
+                    .and_then(|v| u32::try_from(v).ok()),
                 None => None,
             };
             Quantization::Fp8 { block }
@@ -256,7 +278,9 @@ fn quantization(q: &Value, layers: u32) -> Result<WeightFormat, EstimateError> {
             if bits != 4 {
                 return Err(bad(format!("AWQ with {bits} bits is not supported")));
             }
-            Quantization::Awq { group_size: group(&f)? }
+            Quantization::Awq {
+                group_size: group(&f)?,
+            }
         }
         "gptq" => {
             let bits = f.opt_u64(&["bits"])?.unwrap_or(4);
@@ -264,7 +288,10 @@ fn quantization(q: &Value, layers: u32) -> Result<WeightFormat, EstimateError> {
                 .ok()
                 .filter(|b| matches!(b, 2 | 3 | 4 | 8))
                 .ok_or_else(|| bad(format!("GPTQ bits must be 2, 3, 4 or 8, got {bits}")))?;
-            Quantization::Gptq { bits, group_size: group(&f)? }
+            Quantization::Gptq {
+                bits,
+                group_size: group(&f)?,
+            }
         }
         "mxfp4" => Quantization::Mxfp4,
         "modelopt" | "modelopt_fp4" => Quantization::Nvfp4,
@@ -282,9 +309,9 @@ fn quantization(q: &Value, layers: u32) -> Result<WeightFormat, EstimateError> {
         .flatten()
         .filter_map(|v| v.as_str().map(str::to_ascii_lowercase))
         .collect();
-    let attention_skipped = skipped
-        .iter()
-        .any(|m| m.contains("self_attn") || m.ends_with(".attn") || m == "attn" || m.contains("attention"));
+    let attention_skipped = skipped.iter().any(|m| {
+        m.contains("self_attn") || m.ends_with(".attn") || m == "attn" || m.contains("attention")
+    });
     if attention_skipped {
         modules.attention = false;
     }
@@ -329,7 +356,10 @@ fn compressed_tensors(q: &Map<String, Value>) -> Result<Quantization, EstimateEr
         ("float", 8) => Ok(Quantization::Fp8 { block: None }),
         ("float", 4) => Ok(Quantization::Nvfp4),
         ("int", 8) => Ok(Quantization::Int8),
-        ("int", 4) => Ok(Quantization::Gptq { bits: 4, group_size: group }),
+        ("int", 4) => Ok(Quantization::Gptq {
+            bits: 4,
+            group_size: group,
+        }),
         _ => Err(bad(format!(
             "compressed-tensors weights of type {kind} with {bits} bits are not supported"
         ))),
@@ -364,13 +394,22 @@ mod tests {
             r#""quantization_config": {"quant_method": "awq", "bits": 4, "group_size": 64, "zero_point": true}, "torch_dtype""#,
         );
         let spec = parse_hf_config("x", &awq).unwrap();
-        assert_eq!(spec.weights.quantization, Quantization::Awq { group_size: 64 });
+        assert_eq!(
+            spec.weights.quantization,
+            Quantization::Awq { group_size: 64 }
+        );
         let gptq = LLAMA_31_8B.replace(
             "\"torch_dtype\"",
             r#""quantization_config": {"quant_method": "gptq", "bits": 8, "group_size": 128}, "torch_dtype""#,
         );
         let spec = parse_hf_config("x", &gptq).unwrap();
-        assert_eq!(spec.weights.quantization, Quantization::Gptq { bits: 8, group_size: 128 });
+        assert_eq!(
+            spec.weights.quantization,
+            Quantization::Gptq {
+                bits: 8,
+                group_size: 128
+            }
+        );
     }
 
     #[test]
@@ -392,7 +431,8 @@ mod tests {
         let missing = LLAMA_31_8B.replace("\"vocab_size\": 128256,", "");
         let err = parse_hf_config("x", &missing).unwrap_err().to_string();
         assert!(err.contains("vocab_size"), "{err}");
-        let wrong = LLAMA_31_8B.replace("\"num_hidden_layers\": 32", "\"num_hidden_layers\": \"32\"");
+        let wrong =
+            LLAMA_31_8B.replace("\"num_hidden_layers\": 32", "\"num_hidden_layers\": \"32\"");
         let err = parse_hf_config("x", &wrong).unwrap_err().to_string();
         assert!(err.contains("num_hidden_layers"), "{err}");
         let q = LLAMA_31_8B.replace(

@@ -8,8 +8,7 @@ use serde::Serialize;
 use crate::error::ParseError;
 
 /// How a checkpoint stores its linear-layer weights.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
-#[serde(tag = "method", rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Quantization {
     /// Weights in the model dtype.
     #[default]
@@ -77,6 +76,13 @@ impl Quantization {
             Quantization::Mxfp4 => Some("mxfp4"),
             Quantization::Nvfp4 => Some("modelopt_fp4"),
         }
+    }
+}
+
+/// Serialized as its display string (`awq-g128`), which `FromStr` reads back.
+impl Serialize for Quantization {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
     }
 }
 
@@ -238,26 +244,57 @@ mod tests {
 
     #[test]
     fn parses_common_spellings() {
-        assert_eq!("awq".parse::<Quantization>().unwrap(), Quantization::Awq { group_size: 128 });
-        assert_eq!("AWQ_marlin".parse::<Quantization>().unwrap(), Quantization::Awq { group_size: 128 });
-        assert_eq!("awq-g64".parse::<Quantization>().unwrap(), Quantization::Awq { group_size: 64 });
+        assert_eq!(
+            "awq".parse::<Quantization>().unwrap(),
+            Quantization::Awq { group_size: 128 }
+        );
+        assert_eq!(
+            "AWQ_marlin".parse::<Quantization>().unwrap(),
+            Quantization::Awq { group_size: 128 }
+        );
+        assert_eq!(
+            "awq-g64".parse::<Quantization>().unwrap(),
+            Quantization::Awq { group_size: 64 }
+        );
         assert_eq!(
             "gptq-int8-g32".parse::<Quantization>().unwrap(),
-            Quantization::Gptq { bits: 8, group_size: 32 }
+            Quantization::Gptq {
+                bits: 8,
+                group_size: 32
+            }
         );
-        assert_eq!("gptq".parse::<Quantization>().unwrap(), Quantization::Gptq { bits: 4, group_size: 128 });
-        assert_eq!("fp8".parse::<Quantization>().unwrap(), Quantization::Fp8 { block: None });
+        assert_eq!(
+            "gptq".parse::<Quantization>().unwrap(),
+            Quantization::Gptq {
+                bits: 4,
+                group_size: 128
+            }
+        );
+        assert_eq!(
+            "fp8".parse::<Quantization>().unwrap(),
+            Quantization::Fp8 { block: None }
+        );
         assert_eq!(
             "fp8-block128".parse::<Quantization>().unwrap(),
             Quantization::Fp8 { block: Some(128) }
         );
-        assert_eq!("mxfp4".parse::<Quantization>().unwrap(), Quantization::Mxfp4);
+        assert_eq!(
+            "mxfp4".parse::<Quantization>().unwrap(),
+            Quantization::Mxfp4
+        );
         assert_eq!("none".parse::<Quantization>().unwrap(), Quantization::None);
     }
 
     #[test]
     fn rejects_with_the_value_and_the_choices() {
-        for bad in ["int3", "awq-64", "gptq-int5", "fp8-block0", "awq-g0", "none-x"] {
+        for bad in [
+            "int3",
+            "awq-64",
+            "gptq-int5",
+            "fp8-block0",
+            "awq-g0",
+            "none-x",
+        ] {
             let err = bad.parse::<Quantization>().unwrap_err().to_string();
             assert!(err.contains(bad) && err.contains("mxfp4"), "{bad}: {err}");
         }
@@ -271,7 +308,10 @@ mod tests {
             Quantization::Fp8 { block: Some(128) },
             Quantization::Int8,
             Quantization::Awq { group_size: 64 },
-            Quantization::Gptq { bits: 8, group_size: 32 },
+            Quantization::Gptq {
+                bits: 8,
+                group_size: 32,
+            },
             Quantization::Mxfp4,
             Quantization::Nvfp4,
         ] {
@@ -282,13 +322,33 @@ mod tests {
     #[test]
     fn bytes_per_param_hand_computed() {
         // AWQ g128: 0.5 + (2 + 0.5) / 128 = 0.51953125
-        assert_eq!(Quantization::Awq { group_size: 128 }.bytes_per_param(2), 0.51953125);
+        assert_eq!(
+            Quantization::Awq { group_size: 128 }.bytes_per_param(2),
+            0.51953125
+        );
         // GPTQ int4 g128: 0.5 + 2.5 / 128, the same layout as AWQ.
-        assert_eq!(Quantization::Gptq { bits: 4, group_size: 128 }.bytes_per_param(2), 0.51953125);
+        assert_eq!(
+            Quantization::Gptq {
+                bits: 4,
+                group_size: 128
+            }
+            .bytes_per_param(2),
+            0.51953125
+        );
         // GPTQ int8 g128: 1 + 3 / 128
-        assert_eq!(Quantization::Gptq { bits: 8, group_size: 128 }.bytes_per_param(2), 1.0234375);
+        assert_eq!(
+            Quantization::Gptq {
+                bits: 8,
+                group_size: 128
+            }
+            .bytes_per_param(2),
+            1.0234375
+        );
         assert_eq!(Quantization::Mxfp4.bytes_per_param(2), 0.53125);
-        assert_eq!(Quantization::Fp8 { block: Some(128) }.bytes_per_param(2), 1.0 + 4.0 / 16384.0);
+        assert_eq!(
+            Quantization::Fp8 { block: Some(128) }.bytes_per_param(2),
+            1.0 + 4.0 / 16384.0
+        );
         assert_eq!(Quantization::None.bytes_per_param(4), 4.0);
     }
 }
