@@ -1,1 +1,6 @@
-//! e2e
+//! gpupack end to end.
+//!
+//! - [`manifests`]: the deployment manifests under `daemonset/`, rendered with
+//!   kustomize into typed objects, for the checks in `tests/manifests.rs`.
+
+pub mod manifests;
