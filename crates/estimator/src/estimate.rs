@@ -103,10 +103,17 @@ impl Estimate {
         self.per_gpu.total_bytes
     }
 
-    /// Whole GiB each GPU needs, rounded up: the `gpupack.io/gpu-memory`
-    /// request per GPU.
+    /// Whole GiB each GPU needs, rounded up.
     pub fn gpu_memory_gib(&self) -> u64 {
         self.per_gpu.total_bytes.div_ceil(GIB)
+    }
+
+    /// The `gpupack.io/gpu-memory` request in 1 GiB units: the resource
+    /// counts memory over all the container's GPUs, so this is the per-GPU
+    /// need times the GPU count.
+    pub fn gpu_memory_request_gib(&self) -> u64 {
+        self.gpu_memory_gib()
+            .saturating_mul(u64::from(self.tensor_parallel_size))
     }
 
     /// GPUs the server spans: the `gpupack.io/gpu` request.

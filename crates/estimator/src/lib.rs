@@ -18,6 +18,8 @@
 //! let e = estimate_catalog_model("meta-llama/Llama-3.1-70B-Instruct", &params).unwrap();
 //! assert_eq!(e.gpu_count(), 2);
 //! assert!(e.gpu_memory_gib() > 70);
+//! // `gpupack.io/gpu-memory` counts GiB over all the server's GPUs.
+//! assert_eq!(e.gpu_memory_request_gib(), 2 * e.gpu_memory_gib());
 //! ```
 
 pub mod arch;

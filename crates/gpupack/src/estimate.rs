@@ -365,8 +365,9 @@ fn table(e: &Estimate, params: &ServingParams, fit: Option<&(String, Fit)>) -> S
     let _ = writeln!(s, "  KV bytes per token {:>29}", p.kv_cache_bytes_per_token);
     let _ = writeln!(
         s,
-        "\nrequest            gpupack.io/gpu: {}, gpupack.io/gpu-memory: {} (GiB per GPU)",
+        "\nrequest            gpupack.io/gpu: {}, gpupack.io/gpu-memory: {} ({} GiB on each GPU)",
         e.gpu_count(),
+        e.gpu_memory_request_gib(),
         e.gpu_memory_gib()
     );
     if let Some((name, f)) = fit {
