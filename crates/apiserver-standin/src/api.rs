@@ -83,14 +83,21 @@ pub(crate) async fn handle(
     let query = uri.query().unwrap_or_default().to_string();
     let params: Params = serde_urlencoded_params(&query);
     let target = route::parse(&path);
-    let (verb, resource, namespace, name) = match &target {
+    let user = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .to_string();
+    let (verb, resource, group, namespace, name) = match &target {
         Some(Target::Resource(p)) => (
             route::verb(&method, p, truthy(&params.watch)),
             p.resource_label(),
+            p.group.clone(),
             p.namespace.clone(),
             p.name.clone(),
         ),
-        _ => ("other", String::new(), None, None),
+        _ => ("other", String::new(), String::new(), None, None),
     };
     let decision = app.faults.decide(route::is_write(verb));
     if !decision.latency.is_zero() {
@@ -117,6 +124,8 @@ pub(crate) async fn handle(
         method: method.to_string(),
         path,
         query,
+        user,
+        group,
         verb: verb.to_string(),
         resource,
         namespace,

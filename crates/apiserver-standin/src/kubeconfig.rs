@@ -11,6 +11,16 @@ use crate::server::Error;
 /// A kubeconfig with one cluster (`server: url`, plain HTTP, no auth) and
 /// one context, current, with namespace `default`.
 pub fn yaml(url: &str) -> String {
+    yaml_with_token(url, None)
+}
+
+/// Like [`yaml`], with a bearer token that the stand-in records as the
+/// user of each request, so tests can tell components apart.
+pub fn yaml_with_token(url: &str, token: Option<&str>) -> String {
+    let user = match token {
+        Some(t) => format!("{{token: {t:?}}}"),
+        None => "{}".to_string(),
+    };
     format!(
         "apiVersion: v1
 kind: Config
@@ -20,7 +30,7 @@ clusters:
     server: {url}
 users:
 - name: standin
-  user: {{}}
+  user: {user}
 contexts:
 - name: standin
   context:
@@ -34,7 +44,12 @@ current-context: standin
 
 /// Writes [`yaml`] to `path`.
 pub fn write(path: &Path, url: &str) -> Result<(), Error> {
-    std::fs::write(path, yaml(url)).map_err(|source| Error::WriteKubeconfig {
+    write_with_token(path, url, None)
+}
+
+/// Writes [`yaml_with_token`] to `path`.
+pub fn write_with_token(path: &Path, url: &str, token: Option<&str>) -> Result<(), Error> {
+    std::fs::write(path, yaml_with_token(url, token)).map_err(|source| Error::WriteKubeconfig {
         path: path.display().to_string(),
         source,
     })

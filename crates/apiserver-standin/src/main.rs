@@ -102,7 +102,10 @@ async fn main() -> anyhow::Result<()> {
             .with_env_filter(filter)
             .init();
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter(filter)
+            .init();
     }
     let mut types = Vec::new();
     for spec in &args.crds {
@@ -129,7 +132,7 @@ async fn main() -> anyhow::Result<()> {
             .write_kubeconfig(path)
             .with_context(|| format!("writing kubeconfig {}", path.display()))?;
     }
-    // One line on stdout so a parent process can read the address.
+    // Logs go to stderr; stdout carries this one line, for a parent process to read.
     println!("{}", server.url());
     tokio::signal::ctrl_c()
         .await

@@ -10,6 +10,12 @@ use serde::Serialize;
 pub struct RequestRecord {
     pub method: String,
     pub path: String,
+    /// Who asked: the bearer token the client sent, which the stand-in takes
+    /// as the user name (give each component its own kubeconfig token);
+    /// empty for an anonymous request.
+    pub user: String,
+    /// API group of the resource (`""` for the core group).
+    pub group: String,
     pub query: String,
     /// The Kubernetes verb: get, list, watch, create, update, patch,
     /// delete, deletecollection, or `other` for discovery and unknown URLs.

@@ -278,6 +278,18 @@ impl ApiServer {
         kubeconfig::write(path, &self.url())
     }
 
+    /// Writes a kubeconfig whose user sends `token`; the request log
+    /// names that token as the user of each request made with it.
+    pub fn write_kubeconfig_as(&self, path: &Path, token: &str) -> Result<(), Error> {
+        kubeconfig::write_with_token(path, &self.url(), Some(token))
+    }
+
+    /// A client that identifies itself with `token` (see
+    /// [`ApiServer::write_kubeconfig_as`]).
+    pub async fn client_as(&self, token: &str) -> Result<kube::Client, Error> {
+        kubeconfig::client_from_yaml(&kubeconfig::yaml_with_token(&self.url(), Some(token))).await
+    }
+
     /// A `kube::Client` built from this server's kubeconfig, through the
     /// same kubeconfig loading the binaries use.
     pub async fn client(&self) -> Result<kube::Client, Error> {
