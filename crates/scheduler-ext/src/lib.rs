@@ -1,1 +1,33 @@
-//! scheduler-ext
+//! gpupack's kube-scheduler extender: filter, prioritize, bind (and
+//! preempt) pods that ask for gpupack GPUs, from a ledger rebuilt from the
+//! Kubernetes API.
+//!
+//! Thin adapters around pure parts:
+//! - [`demand`]: a pod's resource requests or model annotations → its GPU needs;
+//! - [`translate`]: inventories and assignments ↔ the placement core's types;
+//! - [`reservations`]: the per-node pending-bind annotation;
+//! - [`cluster_state`]: the ledger of every node and pod, filter and prioritize;
+//! - [`bind`]: choosing GPUs and creating the Binding without double booking;
+//! - [`watch`]: kube-rs watches feeding the state, and readiness;
+//! - [`events`], [`metrics`], [`http`], [`config`], [`server`], [`cli`]: the
+//!   service around them.
+
+pub mod bind;
+pub mod cli;
+pub mod cluster_state;
+pub mod config;
+pub mod demand;
+pub mod events;
+pub mod http;
+pub mod metrics;
+pub mod reservations;
+pub mod server;
+pub mod synthetic;
+pub mod translate;
+pub mod watch;
+
+pub use bind::{BindConfig, Binder, Clock, system_clock};
+pub use cluster_state::ClusterState;
+pub use config::{Args, Config};
+pub use demand::PodNeeds;
+pub use server::Extender;

@@ -1,0 +1,794 @@
+//! What the extender knows of the cluster: every node's GPU inventory and
+//! every pod's holding, as a placement ledger. Pure (no I/O, no clock): the
+//! watchers in `watch.rs` feed it, the HTTP handlers read it.
+//!
+//! Invariants:
+//! - A pod is held at most once: by its bound assignment (which wins), or by
+//!   a pending reservation (a bind in flight, from the node's reservations
+//!   annotation or from this replica's own bind) until the reservation expires.
+//! - A node without a valid inventory takes nothing; pods bound to it are
+//!   remembered and held again when its inventory (re)appears.
+//! - Unhealthy GPUs take no new pods; pods already on them keep holding.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use placement::{
+    Allocation, GpuNeed, Ledger, MemoryNeed, NodeId, PodDemand, PodKey, Policy, Scorer,
+    TypicalPods, scale_scores,
+};
+use proto::assignment::PodAssignment;
+use proto::extender::{HostPriority, MAX_EXTENDER_PRIORITY};
+use proto::inventory::{GpuNodeInventory, NodeInventory};
+
+use crate::demand::PodNeeds;
+use crate::reservations::Reservations;
+use crate::translate::{allocation_of, node_spec};
+
+/// Something the state could not take in; the adapters log and count these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// An inventory that does not validate; the node takes nothing.
+    BadInventory { node: String, reason: String },
+    /// A bound pod whose assignment does not fit the node's inventory.
+    BadHolding { pod: PodKey, reason: String },
+    /// A reservations annotation that does not parse.
+    BadReservations { node: String, reason: String },
+}
+
+/// The answer to `filter` for a set of candidate nodes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FilterOutcome {
+    pub feasible: Vec<String>,
+    /// Nodes that may fit once other pods leave.
+    pub failed: BTreeMap<String, String>,
+    /// Nodes that cannot fit however pods move.
+    pub unresolvable: BTreeMap<String, String>,
+}
+
+/// Per-node GPU memory, for metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeMemory {
+    pub node: String,
+    /// Memory of healthy, non-MIG GPUs plus MIG instances.
+    pub total_bytes: u64,
+    pub allocated_bytes: u64,
+}
+
+struct NodeEntry {
+    inventory: Arc<NodeInventory>,
+    /// Reservations this node's annotation holds in the ledger.
+    annotated: Vec<PodKey>,
+}
+
+/// The cluster as the ledger sees it.
+pub struct ClusterState {
+    ledger: Ledger,
+    nodes: HashMap<String, NodeEntry>,
+    /// Nodes whose inventory is present but invalid, with the reason.
+    invalid: HashMap<String, String>,
+    /// Bound, unfinished pods with an assignment, by key.
+    bound: HashMap<PodKey, PodAssignment>,
+    /// Bound pods by UID, to tell reservations of bound pods apart.
+    bound_uids: HashMap<String, PodKey>,
+    policy: Policy,
+    typical: TypicalPods,
+    scorer: Scorer,
+}
+
+impl ClusterState {
+    pub fn new(policy: Policy) -> ClusterState {
+        let ledger = Ledger::new();
+        let typical = default_typical();
+        let scorer = ledger.scorer(policy, &typical);
+        ClusterState {
+            ledger,
+            nodes: HashMap::new(),
+            invalid: HashMap::new(),
+            bound: HashMap::new(),
+            bound_uids: HashMap::new(),
+            policy,
+            typical,
+            scorer,
+        }
+    }
+
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+
+    /// The typical pod mix the fragmentation measure uses.
+    pub fn typical(&self) -> &TypicalPods {
+        &self.typical
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// The inventory of a node, when it has a valid one.
+    pub fn inventory(&self, node: &str) -> Option<Arc<NodeInventory>> {
+        self.nodes.get(node).map(|n| n.inventory.clone())
+    }
+
+    /// Whether a bound pod with this UID is known.
+    pub fn is_bound(&self, uid: &str) -> bool {
+        self.bound_uids.contains_key(uid)
+    }
+
+    /// Adds or replaces a node's inventory (and the reservations its
+    /// annotation carries, live at `now`).
+    pub fn apply_inventory(&mut self, obj: &GpuNodeInventory, now: u64) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let name = obj.spec.node_name.clone();
+        if let Err(e) = obj.validate() {
+            let node = obj.metadata.name.clone().unwrap_or(name);
+            self.remove_inventory(&node);
+            self.invalid.insert(node.clone(), e.to_string());
+            problems.push(Problem::BadInventory {
+                node,
+                reason: e.to_string(),
+            });
+            return problems;
+        }
+        let spec = node_spec(&obj.spec);
+        if let Err(e) = self.ledger.upsert_node(&spec) {
+            self.remove_inventory(&name);
+            self.invalid.insert(name.clone(), e.to_string());
+            problems.push(Problem::BadInventory {
+                node: name,
+                reason: e.to_string(),
+            });
+            return problems;
+        }
+        self.invalid.remove(&name);
+        let inventory = Arc::new(obj.spec.clone());
+        let previous = self.nodes.insert(
+            name.clone(),
+            NodeEntry {
+                inventory: inventory.clone(),
+                annotated: Vec::new(),
+            },
+        );
+        // Holdings re-resolve against the new inventory: re-adopt every pod
+        // bound here (a GPU may have vanished or been renumbered).
+        let on_node: Vec<(PodKey, PodAssignment)> = self
+            .bound
+            .iter()
+            .filter(|(_, a)| a.node == name)
+            .map(|(k, a)| (k.clone(), a.clone()))
+            .collect();
+        for (key, a) in on_node {
+            self.ledger.release(&key);
+            if let Err(reason) = self.adopt(&key, &a, &inventory) {
+                problems.push(Problem::BadHolding { pod: key, reason });
+            }
+        }
+        // Reservations: drop the ones the previous annotation held, take
+        // the current ones.
+        for key in previous.map(|p| p.annotated).unwrap_or_default() {
+            if !self.bound.contains_key(&key) {
+                self.ledger.release(&key);
+            }
+        }
+        let value = obj
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(crate::reservations::ANNOTATION));
+        match Reservations::parse(value.map(String::as_str)) {
+            Ok(r) => {
+                let mut annotated = Vec::new();
+                for (uid, entry) in r.live(now) {
+                    if self.bound_uids.contains_key(uid) || entry.assignment.node != name {
+                        continue;
+                    }
+                    let key = PodKey::new(&entry.namespace, &entry.name, uid);
+                    let Ok(alloc) = allocation_of(&entry.assignment, &inventory) else {
+                        continue;
+                    };
+                    // A local reservation for the same pod is replaced.
+                    self.ledger.release(&key);
+                    if self
+                        .ledger
+                        .reserve(key.clone(), alloc, entry.expires_at)
+                        .is_ok()
+                    {
+                        annotated.push(key);
+                    }
+                }
+                if let Some(n) = self.nodes.get_mut(&name) {
+                    n.annotated = annotated;
+                }
+            }
+            Err(e) => problems.push(Problem::BadReservations {
+                node: name,
+                reason: e.to_string(),
+            }),
+        }
+        self.rebuild_scorer();
+        problems
+    }
+
+    /// Forgets a node's inventory: it takes nothing until it is back.
+    pub fn remove_inventory(&mut self, node: &str) {
+        self.ledger.remove_node(node);
+        self.nodes.remove(node);
+        self.invalid.remove(node);
+    }
+
+    /// Replaces every inventory (after a re-list).
+    pub fn replace_inventories(&mut self, objs: &[GpuNodeInventory], now: u64) -> Vec<Problem> {
+        let keep: std::collections::HashSet<String> = objs
+            .iter()
+            .filter_map(|o| o.metadata.name.clone())
+            .collect();
+        let gone: Vec<String> = self
+            .nodes
+            .keys()
+            .chain(self.invalid.keys())
+            .filter(|n| !keep.contains(*n))
+            .cloned()
+            .collect();
+        for n in gone {
+            self.remove_inventory(&n);
+        }
+        objs.iter()
+            .flat_map(|o| self.apply_inventory(o, now))
+            .collect()
+    }
+
+    fn adopt(
+        &mut self,
+        key: &PodKey,
+        a: &PodAssignment,
+        inv: &NodeInventory,
+    ) -> Result<(), String> {
+        let alloc = allocation_of(a, inv)?;
+        self.ledger
+            .adopt(key.clone(), alloc)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Records what a pod holds now: `Some` when it is bound with an
+    /// assignment and unfinished, `None` when it holds nothing (unbound,
+    /// finished, no or malformed assignment).
+    pub fn apply_pod(&mut self, key: PodKey, assignment: Option<PodAssignment>) -> Vec<Problem> {
+        match assignment {
+            None => {
+                if self.bound.remove(&key).is_some() {
+                    self.bound_uids.remove(&key.uid);
+                    self.ledger.release(&key);
+                }
+                Vec::new()
+            }
+            Some(a) => {
+                if self.bound.get(&key) == Some(&a) {
+                    return Vec::new();
+                }
+                // A reservation (or an older holding) gives way to the
+                // bound assignment.
+                self.ledger.release(&key);
+                self.bound.insert(key.clone(), a.clone());
+                self.bound_uids.insert(key.uid.clone(), key.clone());
+                let Some(inv) = self.nodes.get(&a.node).map(|n| n.inventory.clone()) else {
+                    return Vec::new();
+                };
+                match self.adopt(&key, &a, &inv) {
+                    Ok(()) => Vec::new(),
+                    Err(reason) => vec![Problem::BadHolding { pod: key, reason }],
+                }
+            }
+        }
+    }
+
+    /// A pod was deleted: it holds nothing any more, reserved or bound.
+    pub fn remove_pod(&mut self, key: &PodKey) {
+        self.bound.remove(key);
+        self.bound_uids.remove(&key.uid);
+        self.ledger.release(key);
+    }
+
+    /// Replaces every pod holding (after a re-list); pending reservations stay.
+    pub fn replace_pods(&mut self, pods: Vec<(PodKey, PodAssignment)>) -> Vec<Problem> {
+        let keep: std::collections::HashSet<&PodKey> = pods.iter().map(|(k, _)| k).collect();
+        let gone: Vec<PodKey> = self
+            .bound
+            .keys()
+            .filter(|k| !keep.contains(k))
+            .cloned()
+            .collect();
+        for k in gone {
+            self.remove_pod(&k);
+        }
+        pods.into_iter()
+            .flat_map(|(k, a)| self.apply_pod(k, Some(a)))
+            .collect()
+    }
+
+    /// Holds `alloc` for a pod this replica just bound, until the pod watch
+    /// shows it bound or `expires_at` passes.
+    pub fn reserve(&mut self, key: PodKey, alloc: Allocation, expires_at: u64) {
+        if self.bound.contains_key(&key) {
+            return;
+        }
+        self.ledger.release(&key);
+        // A refusal means the ledger already holds what the API showed the
+        // bind; the watch will bring the truth.
+        let _ = self.ledger.reserve(key, alloc, expires_at);
+    }
+
+    /// Releases reservations that lapsed by `now`.
+    pub fn expire(&mut self, now: u64) -> usize {
+        let due = self.ledger.expire(now);
+        for (key, _) in &due {
+            for n in self.nodes.values_mut() {
+                n.annotated.retain(|k| k != key);
+            }
+        }
+        due.len()
+    }
+
+    /// Re-derives the typical pod mix from what is placed now (the
+    /// fragmentation measure's view of the workload); the built-in mix
+    /// while nothing is placed.
+    pub fn refresh_typical(&mut self) {
+        let demands: Vec<PodDemand> = self.ledger.pods().map(|(_, a)| demand_of(a)).collect();
+        self.typical = if demands.is_empty() {
+            default_typical()
+        } else {
+            TypicalPods::from_workload(&demands, 0.95)
+        };
+        self.rebuild_scorer();
+    }
+
+    fn rebuild_scorer(&mut self) {
+        self.scorer = self.ledger.scorer(self.policy, &self.typical);
+    }
+
+    /// kube-scheduler's filter: every candidate node the pod fits on now,
+    /// and for each other node why not.
+    pub fn filter(&self, needs: &PodNeeds, candidates: &[&str]) -> FilterOutcome {
+        let mut out = FilterOutcome::default();
+        if needs.is_empty() {
+            out.feasible = candidates.iter().map(|s| s.to_string()).collect();
+            return out;
+        }
+        let demands = self.demands(needs, candidates);
+        for name in candidates {
+            match self.node_fit(name, &demands) {
+                Ok(_) => out.feasible.push(name.to_string()),
+                Err((reason, true)) => {
+                    out.unresolvable.insert(name.to_string(), reason);
+                }
+                Err((reason, false)) => {
+                    out.failed.insert(name.to_string(), reason);
+                }
+            }
+        }
+        out
+    }
+
+    /// kube-scheduler's prioritize: the policy's score for each candidate,
+    /// scaled to 0..=10 over the nodes that fit; nodes that do not fit get 0.
+    pub fn prioritize(&self, needs: &PodNeeds, candidates: &[&str]) -> Vec<HostPriority> {
+        if needs.is_empty() {
+            return candidates
+                .iter()
+                .map(|h| HostPriority {
+                    host: h.to_string(),
+                    score: 0,
+                })
+                .collect();
+        }
+        let demands = self.demands(needs, candidates);
+        let raw: Vec<Option<f64>> = candidates
+            .iter()
+            .map(|name| {
+                let (id, demand) = self.node_and_demand(name, &demands)?;
+                let prep = self.ledger.prepare(demand);
+                self.ledger.score(id, &prep, &self.scorer).ok()
+            })
+            .collect();
+        let fits: Vec<f64> = raw.iter().flatten().copied().collect();
+        let mut scaled = scale_scores(&fits, MAX_EXTENDER_PRIORITY).into_iter();
+        candidates
+            .iter()
+            .zip(raw)
+            .map(|(h, s)| HostPriority {
+                host: h.to_string(),
+                score: match s {
+                    Some(_) => scaled.next().unwrap_or(0),
+                    None => 0,
+                },
+            })
+            .collect()
+    }
+
+    /// The demand per memory unit size among the candidates (one entry in
+    /// any cluster whose nodes share a unit).
+    fn demands(&self, needs: &PodNeeds, candidates: &[&str]) -> Vec<(u64, PodDemand)> {
+        let mut out: Vec<(u64, PodDemand)> = Vec::new();
+        for name in candidates {
+            if let Some(n) = self.nodes.get(*name) {
+                let unit = n.inventory.memory_unit_bytes;
+                if !out.iter().any(|(u, _)| *u == unit) {
+                    out.push((unit, needs.demand(unit)));
+                }
+            }
+        }
+        out
+    }
+
+    fn node_and_demand<'d>(
+        &self,
+        name: &str,
+        demands: &'d [(u64, PodDemand)],
+    ) -> Option<(NodeId, &'d PodDemand)> {
+        let n = self.nodes.get(name)?;
+        let id = self.ledger.node_id(name)?;
+        let unit = n.inventory.memory_unit_bytes;
+        demands
+            .iter()
+            .find(|(u, _)| *u == unit)
+            .map(|(_, d)| (id, d))
+    }
+
+    /// Whether the pod fits on a node now; otherwise the reason and whether
+    /// it never can.
+    fn node_fit(&self, name: &str, demands: &[(u64, PodDemand)]) -> Result<(), (String, bool)> {
+        if let Some(reason) = self.invalid.get(name) {
+            return Err((format!("GPU inventory is invalid: {reason}"), true));
+        }
+        let Some((id, demand)) = self.node_and_demand(name, demands) else {
+            return Err((
+                "no GPU inventory (is the gpupack device plugin running on this node?)".into(),
+                true,
+            ));
+        };
+        let prep = self.ledger.prepare(demand);
+        self.ledger
+            .check(id, &prep)
+            .map_err(|u| (u.to_string(), u.permanent))
+    }
+
+    /// Whether the pod would fit on `node` once the pods with these UIDs
+    /// are gone (preemption); otherwise why not.
+    pub fn fits_after_evicting(
+        &self,
+        node: &str,
+        needs: &PodNeeds,
+        victims: &std::collections::HashSet<&str>,
+    ) -> Result<(), String> {
+        let Some(entry) = self.nodes.get(node) else {
+            return Err("no GPU inventory".into());
+        };
+        if needs.is_empty() {
+            return Ok(());
+        }
+        let mut ledger = Ledger::new();
+        let (id, _) = ledger
+            .upsert_node(&node_spec(&entry.inventory))
+            .map_err(|e| e.to_string())?;
+        for (key, alloc) in self.ledger.pods() {
+            if alloc.node == node && !victims.contains(key.uid.as_str()) {
+                ledger
+                    .adopt(key.clone(), alloc.clone())
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        let demand = needs.demand(entry.inventory.memory_unit_bytes);
+        let prep = ledger.prepare(&demand);
+        ledger.check(id, &prep).map_err(|u| u.to_string())
+    }
+
+    /// The pod's memory unit on a node (for bind).
+    pub fn memory_unit(&self, node: &str) -> Option<u64> {
+        self.nodes.get(node).map(|n| n.inventory.memory_unit_bytes)
+    }
+
+    /// GPU memory per node: what is held and what there is.
+    pub fn memory_by_node(&self) -> Vec<NodeMemory> {
+        let mut allocated: HashMap<&str, u64> = HashMap::new();
+        for (_, a) in self.ledger.pods() {
+            *allocated.entry(a.node.as_str()).or_default() += a.gpu_memory_bytes();
+        }
+        let mut out: Vec<NodeMemory> = self
+            .nodes
+            .iter()
+            .map(|(name, n)| NodeMemory {
+                node: name.clone(),
+                total_bytes: n
+                    .inventory
+                    .gpus
+                    .iter()
+                    .filter(|g| g.health.is_healthy())
+                    .map(|g| g.memory_bytes)
+                    .sum(),
+                allocated_bytes: allocated.get(name.as_str()).copied().unwrap_or(0),
+            })
+            .collect();
+        out.sort_by(|a, b| a.node.cmp(&b.node));
+        out
+    }
+
+    /// Fragmentation of the whole cluster as a fraction (0–1) of its idle
+    /// GPU capacity, under the typical pod mix.
+    pub fn fragmentation(&self) -> f64 {
+        let (frag, idle) = self.ledger.fragmentation(&self.scorer);
+        if idle == 0 { 0.0 } else { frag / idle as f64 }
+    }
+}
+
+/// The demand that would take exactly what an allocation holds (for the
+/// typical pod mix).
+fn demand_of(a: &Allocation) -> PodDemand {
+    let containers = a
+        .containers
+        .iter()
+        .filter_map(|c| {
+            let first = c.gpus.first()?;
+            let gpu = match &first.mig_uuid {
+                Some(_) => return None,
+                None if first.slices > 1 => GpuNeed::Gpus {
+                    count: c.gpus.len() as u32,
+                    memory: MemoryNeed::Whole,
+                    max_link: None,
+                },
+                None => GpuNeed::Gpus {
+                    count: c.gpus.len() as u32,
+                    memory: MemoryNeed::Bytes(first.memory_bytes),
+                    max_link: None,
+                },
+            };
+            Some(placement::ContainerDemand {
+                name: c.name.clone(),
+                gpu,
+            })
+        })
+        .collect();
+    PodDemand {
+        containers,
+        ..PodDemand::default()
+    }
+}
+
+/// The mix assumed before anything is placed: LLM servers on one GPU
+/// sharing it (small models), one whole GPU, and tensor-parallel sets of
+/// two, four and eight whole GPUs.
+pub fn default_typical() -> TypicalPods {
+    TypicalPods::new(vec![
+        (PodDemand::gpus(1, MemoryNeed::Bytes(20 << 30)), 3.0),
+        (PodDemand::gpus(1, MemoryNeed::Bytes(40 << 30)), 2.0),
+        (PodDemand::gpus(1, MemoryNeed::Whole), 2.0),
+        (PodDemand::gpus(2, MemoryNeed::Whole), 1.0),
+        (PodDemand::gpus(4, MemoryNeed::Whole), 1.0),
+        (PodDemand::gpus(8, MemoryNeed::Whole), 0.5),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synthetic::{inventory, pod};
+    use crate::translate::assignment_of;
+    use proptest::prelude::*;
+
+    fn needs(gpus: u32, units: Option<u64>) -> PodNeeds {
+        PodNeeds::from_pod(&pod("ns", "p", "u", gpus, units)).unwrap()
+    }
+
+    fn state(nodes: &[(&str, u32)]) -> ClusterState {
+        let mut s = ClusterState::new(Policy::Gpupack);
+        for (n, g) in nodes {
+            assert!(s.apply_inventory(&inventory(n, *g), 0).is_empty());
+        }
+        s
+    }
+
+    /// Binds a pod the way the extender does and records it as the watch would.
+    fn bind(
+        s: &mut ClusterState,
+        node: &str,
+        uid: &str,
+        gpus: u32,
+        units: Option<u64>,
+    ) -> PodAssignment {
+        let inv = s.inventory(node).unwrap();
+        let n = needs(gpus, units);
+        let demand = n.demand(1 << 30);
+        let id = s.ledger.node_id(node).unwrap();
+        let alloc = s
+            .ledger
+            .choose(id, &s.ledger.prepare(&demand), &s.scorer, &mut rand::rng())
+            .unwrap();
+        let a = assignment_of(&alloc, &inv);
+        assert!(
+            s.apply_pod(PodKey::new("ns", uid, uid), Some(a.clone()))
+                .is_empty()
+        );
+        a
+    }
+
+    #[test]
+    fn filter_returns_every_feasible_node_and_reasons_for_the_rest() {
+        let mut s = state(&[("a", 8), ("b", 8), ("c", 2)]);
+        bind(&mut s, "b", "x", 8, None);
+        let out = s.filter(&needs(4, Some(160)), &["a", "b", "c", "d"]);
+        assert_eq!(out.feasible, ["a"]);
+        let b = &out.failed["b"];
+        assert!(
+            b.contains("needs 4 GPUs with 40.0 GiB free") && b.contains("largest free: 0"),
+            "{b}"
+        );
+        assert!(
+            out.unresolvable["c"].contains("largest free: 2"),
+            "{:?}",
+            out.unresolvable
+        );
+        assert!(out.unresolvable["d"].contains("no GPU inventory"));
+    }
+
+    #[test]
+    fn pods_without_gpu_requests_pass_everywhere() {
+        let s = state(&[]);
+        let out = s.filter(&PodNeeds::default(), &["x", "y"]);
+        assert_eq!(out.feasible, ["x", "y"]);
+    }
+
+    #[test]
+    fn deletion_and_completion_release() {
+        let mut s = state(&[("a", 1)]);
+        bind(&mut s, "a", "x", 1, None);
+        assert!(s.filter(&needs(1, None), &["a"]).feasible.is_empty());
+        s.remove_pod(&PodKey::new("ns", "x", "x"));
+        assert_eq!(s.filter(&needs(1, None), &["a"]).feasible, ["a"]);
+        bind(&mut s, "a", "y", 1, None);
+        s.apply_pod(PodKey::new("ns", "y", "y"), None);
+        assert_eq!(s.filter(&needs(1, None), &["a"]).feasible, ["a"]);
+    }
+
+    #[test]
+    fn inventory_loss_takes_nothing_and_its_return_restores_holdings() {
+        let mut s = state(&[("a", 2)]);
+        bind(&mut s, "a", "x", 1, None);
+        s.remove_inventory("a");
+        let out = s.filter(&needs(1, None), &["a"]);
+        assert!(out.unresolvable.contains_key("a"));
+        s.apply_inventory(&inventory("a", 2), 0);
+        assert_eq!(s.filter(&needs(1, None), &["a"]).feasible, ["a"]);
+        assert!(
+            s.filter(&needs(2, None), &["a"]).feasible.is_empty(),
+            "x still holds a GPU"
+        );
+    }
+
+    #[test]
+    fn a_pod_seen_before_its_node_is_held_when_the_node_appears() {
+        let mut s = state(&[("a", 1)]);
+        let a = bind(&mut s, "a", "x", 1, None);
+        let mut fresh = ClusterState::new(Policy::Gpupack);
+        fresh.apply_pod(PodKey::new("ns", "x", "x"), Some(a));
+        fresh.apply_inventory(&inventory("a", 1), 0);
+        assert!(fresh.filter(&needs(1, None), &["a"]).feasible.is_empty());
+    }
+
+    #[test]
+    fn unhealthy_gpus_take_nothing() {
+        let mut s = ClusterState::new(Policy::Gpupack);
+        let mut inv = inventory("a", 2);
+        inv.spec.gpus[0].health = proto::inventory::Health::Unhealthy;
+        s.apply_inventory(&inv, 0);
+        assert_eq!(s.filter(&needs(1, None), &["a"]).feasible, ["a"]);
+        let out = s.filter(&needs(2, None), &["a"]);
+        assert!(out.unresolvable["a"].contains("largest free: 1"), "{out:?}");
+    }
+
+    #[test]
+    fn invalid_inventory_is_named_in_the_reason() {
+        let mut s = ClusterState::new(Policy::Gpupack);
+        let mut inv = inventory("a", 2);
+        inv.spec.gpus[1].uuid = inv.spec.gpus[0].uuid.clone();
+        let problems = s.apply_inventory(&inv, 0);
+        assert!(matches!(&problems[..], [Problem::BadInventory { .. }]));
+        let out = s.filter(&needs(1, None), &["a"]);
+        assert!(out.unresolvable["a"].contains("duplicate UUID"), "{out:?}");
+    }
+
+    #[test]
+    fn annotated_reservations_hold_until_they_expire() {
+        let mut s = state(&[("a", 1)]);
+        let a = bind(&mut s, "a", "x", 1, None);
+        s.remove_pod(&PodKey::new("ns", "x", "x"));
+        let mut r = Reservations::empty();
+        r.pods.insert(
+            "x".into(),
+            crate::reservations::Reservation {
+                namespace: "ns".into(),
+                name: "x".into(),
+                expires_at: 100,
+                holder: "other".into(),
+                assignment: a,
+            },
+        );
+        let mut inv = inventory("a", 1);
+        inv.metadata.annotations =
+            Some([(crate::reservations::ANNOTATION.to_string(), r.to_json())].into());
+        s.apply_inventory(&inv, 50);
+        assert!(s.filter(&needs(1, None), &["a"]).feasible.is_empty());
+        s.expire(100);
+        assert_eq!(s.filter(&needs(1, None), &["a"]).feasible, ["a"]);
+        // Expired entries in the annotation are not taken again.
+        s.apply_inventory(&inv, 150);
+        assert_eq!(s.filter(&needs(1, None), &["a"]).feasible, ["a"]);
+    }
+
+    #[test]
+    fn prioritize_scales_fitting_nodes_and_zeroes_the_rest() {
+        let mut s = state(&[("a", 8), ("b", 8), ("c", 1)]);
+        bind(&mut s, "a", "x", 1, Some(40));
+        let scores = s.prioritize(&needs(1, Some(40)), &["a", "b", "c"]);
+        let by: BTreeMap<_, _> = scores.iter().map(|h| (h.host.as_str(), h.score)).collect();
+        assert!(by.values().all(|s| (0..=10).contains(s)));
+        assert_eq!(
+            by["a"], 10,
+            "packing onto the half-used GPU avoids fragmenting b: {by:?}"
+        );
+        assert!(by["b"] < by["a"]);
+    }
+
+    #[test]
+    fn preemption_checks_the_node_without_the_victims() {
+        let mut s = state(&[("a", 1)]);
+        bind(&mut s, "a", "x", 1, None);
+        let n = needs(1, None);
+        assert!(s.fits_after_evicting("a", &n, &Default::default()).is_err());
+        assert!(s.fits_after_evicting("a", &n, &["x"].into()).is_ok());
+    }
+
+    proptest! {
+        /// Whatever is bound and released, what the ledger holds is exactly
+        /// the sum of the live assignments, and releasing everything gives
+        /// back an empty cluster.
+        #[test]
+        fn holdings_match_assignments(ops in proptest::collection::vec((0u8..4, 0usize..3, 1u32..4, proptest::option::of(1u64..60)), 1..40)) {
+            let names = ["a", "b", "c"];
+            let mut s = state(&[("a", 4), ("b", 4), ("c", 2)]);
+            let empty = s.memory_by_node();
+            let mut live: Vec<(String, PodAssignment)> = Vec::new();
+            for (i, (op, node, gpus, units)) in ops.into_iter().enumerate() {
+                let uid = format!("p{i}");
+                match op {
+                    0 | 1 => {
+                        let n = needs(gpus, units.map(|u| u * gpus as u64));
+                        if s.filter(&n, &[names[node]]).feasible.is_empty() { continue; }
+                        let a = bind(&mut s, names[node], &uid, gpus, units.map(|u| u * gpus as u64));
+                        live.push((uid, a));
+                    }
+                    2 if !live.is_empty() => {
+                        let (uid, _) = live.remove(node % live.len());
+                        s.remove_pod(&PodKey::new("ns", &uid, &uid));
+                    }
+                    _ => {
+                        s.remove_inventory(names[node]);
+                        s.apply_inventory(&inventory(names[node], if node == 2 { 2 } else { 4 }), 0);
+                    }
+                }
+                for m in s.memory_by_node() {
+                    let expect: u64 = live.iter().filter(|(_, a)| a.node == m.node)
+                        .flat_map(|(_, a)| &a.containers).flat_map(|c| &c.gpus).map(|g| g.memory_bytes).sum();
+                    prop_assert_eq!(m.allocated_bytes, expect, "node {}", m.node);
+                    prop_assert!(m.allocated_bytes <= m.total_bytes);
+                }
+            }
+            for (uid, _) in live {
+                s.remove_pod(&PodKey::new("ns", &uid, &uid));
+            }
+            prop_assert_eq!(s.memory_by_node(), empty);
+        }
+    }
+}

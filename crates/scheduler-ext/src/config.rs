@@ -1,0 +1,302 @@
+//! Configuration: flags, the same names as `GPUPACK_EXT_*` environment
+//! variables, and an optional YAML file (`--config`) with the flags' long
+//! names as keys. A flag or variable wins over the file, the file over the
+//! default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use placement::Policy;
+use serde::Deserialize;
+
+/// Command-line flags and environment variables.
+#[derive(Parser, Debug, Default, Clone)]
+#[command(
+    name = "gpupack-scheduler-ext",
+    about = "kube-scheduler extender that places pods on GPUs (filter, prioritize, bind)",
+    version
+)]
+pub struct Args {
+    /// YAML file with any of the settings below (keys are the long flag names).
+    #[arg(long, env = "GPUPACK_EXT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to serve the extender, health and metrics on [default: 0.0.0.0:8888].
+    #[arg(long, env = "GPUPACK_EXT_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Path prefix of the verbs, as in the scheduler's `urlPrefix` [default: none].
+    #[arg(long, env = "GPUPACK_EXT_URL_PREFIX")]
+    pub url_prefix: Option<String>,
+    /// Placement policy: gpupack, best-fit, spread, packing, fgd, first-fit, random [default: gpupack].
+    #[arg(long, env = "GPUPACK_EXT_POLICY")]
+    pub policy: Option<String>,
+    /// PEM certificate chain; with --tls-key, serves HTTPS (the scheduler's `enableHTTPS`).
+    #[arg(long, env = "GPUPACK_EXT_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "GPUPACK_EXT_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Largest request body in bytes [default: 67108864].
+    #[arg(long, env = "GPUPACK_EXT_BODY_LIMIT_BYTES")]
+    pub body_limit_bytes: Option<usize>,
+    /// Per-request timeout in milliseconds; keep it under the scheduler's `httpTimeout` [default: 4000].
+    #[arg(long, env = "GPUPACK_EXT_REQUEST_TIMEOUT_MS")]
+    pub request_timeout_ms: Option<u64>,
+    /// Seconds a bind reservation holds on a node [default: 60].
+    #[arg(long, env = "GPUPACK_EXT_RESERVATION_TTL_SECONDS")]
+    pub reservation_ttl_seconds: Option<u64>,
+    /// Attempts at a node's reservation before a bind gives up [default: 8].
+    #[arg(long, env = "GPUPACK_EXT_BIND_ATTEMPTS")]
+    pub bind_attempts: Option<u32>,
+    /// Least seconds between two Events of one kind on one pod [default: 60].
+    #[arg(long, env = "GPUPACK_EXT_EVENT_INTERVAL_SECONDS")]
+    pub event_interval_seconds: Option<u64>,
+    /// Name of this replica in reservations and Events [default: $POD_NAME or $HOSTNAME].
+    #[arg(long, env = "GPUPACK_EXT_IDENTITY")]
+    pub identity: Option<String>,
+    /// Seconds to finish in-flight requests after SIGTERM [default: 10].
+    #[arg(long, env = "GPUPACK_EXT_SHUTDOWN_GRACE_SECONDS")]
+    pub shutdown_grace_seconds: Option<u64>,
+    /// Log format: text or json [default: text].
+    #[arg(long, env = "GPUPACK_EXT_LOG_FORMAT")]
+    pub log_format: Option<String>,
+}
+
+/// The settings file; every key optional, unknown keys refused.
+#[derive(Deserialize, Debug, Default)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct File {
+    listen: Option<SocketAddr>,
+    url_prefix: Option<String>,
+    policy: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    body_limit_bytes: Option<usize>,
+    request_timeout_ms: Option<u64>,
+    reservation_ttl_seconds: Option<u64>,
+    bind_attempts: Option<u32>,
+    event_interval_seconds: Option<u64>,
+    identity: Option<String>,
+    shutdown_grace_seconds: Option<u64>,
+    log_format: Option<String>,
+}
+
+/// Whether logs are for people or for machines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The resolved settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub url_prefix: String,
+    pub policy: Policy,
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub body_limit_bytes: usize,
+    pub request_timeout: Duration,
+    pub reservation_ttl: Duration,
+    pub bind_attempts: u32,
+    pub event_interval: Duration,
+    pub identity: String,
+    pub shutdown_grace: Duration,
+    pub log_format: LogFormat,
+}
+
+/// A setting that cannot be used; names the setting.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{setting}: {problem}")]
+    Invalid {
+        setting: &'static str,
+        problem: String,
+    },
+}
+
+impl Config {
+    /// Resolves flags over the file over the defaults.
+    pub fn resolve(args: Args) -> Result<Config, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => File::default(),
+        };
+        let invalid = |setting, problem: String| ConfigError::Invalid { setting, problem };
+        let policy_name = args
+            .policy
+            .or(file.policy)
+            .unwrap_or_else(|| "gpupack".into());
+        let policy: Policy = policy_name
+            .parse()
+            .map_err(|e: placement::UnknownPolicy| invalid("policy", e.to_string()))?;
+        let tls = match (
+            args.tls_cert.or(file.tls_cert),
+            args.tls_key.or(file.tls_key),
+        ) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            (Some(_), None) => return Err(invalid("tls-key", "required with tls-cert".into())),
+            (None, Some(_)) => return Err(invalid("tls-cert", "required with tls-key".into())),
+        };
+        let positive = |setting, v: u64| {
+            if v == 0 {
+                Err(invalid(setting, "must be greater than 0".into()))
+            } else {
+                Ok(v)
+            }
+        };
+        let ttl = positive(
+            "reservation-ttl-seconds",
+            args.reservation_ttl_seconds
+                .or(file.reservation_ttl_seconds)
+                .unwrap_or(60),
+        )?;
+        if ttl < 10 {
+            return Err(invalid(
+                "reservation-ttl-seconds",
+                format!("{ttl} is too short to outlive a bind; use at least 10"),
+            ));
+        }
+        let log_format = match args
+            .log_format
+            .or(file.log_format)
+            .as_deref()
+            .unwrap_or("text")
+        {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(invalid(
+                    "log-format",
+                    format!("{other:?} is neither text nor json"),
+                ));
+            }
+        };
+        let mut url_prefix = args.url_prefix.or(file.url_prefix).unwrap_or_default();
+        if !url_prefix.is_empty() && !url_prefix.starts_with('/') {
+            url_prefix.insert(0, '/');
+        }
+        Ok(Config {
+            listen: args
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8888))),
+            url_prefix: url_prefix.trim_end_matches('/').to_string(),
+            policy,
+            tls,
+            body_limit_bytes: positive(
+                "body-limit-bytes",
+                args.body_limit_bytes
+                    .or(file.body_limit_bytes)
+                    .unwrap_or(64 << 20) as u64,
+            )? as usize,
+            request_timeout: Duration::from_millis(positive(
+                "request-timeout-ms",
+                args.request_timeout_ms
+                    .or(file.request_timeout_ms)
+                    .unwrap_or(4000),
+            )?),
+            reservation_ttl: Duration::from_secs(ttl),
+            bind_attempts: positive(
+                "bind-attempts",
+                u64::from(args.bind_attempts.or(file.bind_attempts).unwrap_or(8)),
+            )? as u32,
+            event_interval: Duration::from_secs(
+                args.event_interval_seconds
+                    .or(file.event_interval_seconds)
+                    .unwrap_or(60),
+            ),
+            identity: args
+                .identity
+                .or(file.identity)
+                .or_else(|| std::env::var("POD_NAME").ok())
+                .or_else(|| std::env::var("HOSTNAME").ok())
+                .unwrap_or_else(|| "gpupack-scheduler-ext".into()),
+            shutdown_grace: Duration::from_secs(
+                args.shutdown_grace_seconds
+                    .or(file.shutdown_grace_seconds)
+                    .unwrap_or(10),
+            ),
+            log_format,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<File, ConfigError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    serde_saphyr::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: shown,
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn defaults() {
+        let c = Config::resolve(Args::default()).unwrap();
+        assert_eq!(c.listen.port(), 8888);
+        assert_eq!(c.policy, Policy::Gpupack);
+        assert_eq!(c.url_prefix, "");
+        assert!(c.tls.is_none());
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            f,
+            "policy: best-fit\nurl-prefix: scheduler/\nbind-attempts: 3"
+        )
+        .unwrap();
+        let args = Args {
+            config: Some(f.path().into()),
+            policy: Some("spread".into()),
+            ..Args::default()
+        };
+        let c = Config::resolve(args).unwrap();
+        assert_eq!(c.policy, Policy::Spread);
+        assert_eq!(c.url_prefix, "/scheduler");
+        assert_eq!(c.bind_attempts, 3);
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "polcy: gpupack").unwrap();
+        let e = Config::resolve(Args {
+            config: Some(f.path().into()),
+            ..Args::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("polcy"), "{e}");
+        let e = Config::resolve(Args {
+            policy: Some("greedy".into()),
+            ..Args::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().starts_with("policy:"), "{e}");
+        let e = Config::resolve(Args {
+            tls_cert: Some("c.pem".into()),
+            ..Args::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("tls-key"), "{e}");
+    }
+}

@@ -1,0 +1,554 @@
+//! A pod's GPU needs, read from its resource requests or its model
+//! annotations, and turned into a placement demand.
+//!
+//! Rules (each broken one is a [`DemandError`] that names the container and
+//! the resource or annotation):
+//! - `gpupack.io/gpu: N` asks for N distinct GPUs. Without a memory request
+//!   they are whole GPUs, held exclusively: a container that states no memory
+//!   bound cannot safely share a GPU.
+//! - `gpupack.io/gpu-memory: M` is in memory units, **in total** over the
+//!   container's GPUs (that is what kubelet counts), split evenly: M must be a
+//!   multiple of N. Alone it means one GPU.
+//! - `gpupack.io/mig-<profile>: K` asks for K MIG instances of that profile.
+//! - With model annotations (`gpupack.io/model`, ...), the estimator sizes
+//!   the server container: `tensor-parallel-size` GPUs, each with the
+//!   estimate per rank rounded up to whole memory units (never less than an
+//!   explicit `gpu-memory` request).
+//!
+//! Memory units are a node's setting (`memoryUnitBytes` in its inventory),
+//! so [`PodNeeds`] keeps units and [`PodNeeds::demand`] resolves them per
+//! unit size.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use placement::{ContainerDemand, GpuNeed, MemoryNeed, PodDemand};
+use proto::annotations::ModelAnnotations;
+use proto::resources::{GPU, GPU_MEMORY, Resource};
+
+/// Why a pod's GPU request cannot be read. Reported to kube-scheduler as
+/// the reason on every node, and as an Event on the pod.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DemandError {
+    #[error("container {container}: {resource}: {problem}")]
+    Resource {
+        container: String,
+        resource: String,
+        problem: String,
+    },
+    #[error("{0}")]
+    Annotations(#[from] proto::FormatError),
+    #[error("annotation {annotation}: {problem}")]
+    Annotation {
+        annotation: &'static str,
+        problem: String,
+    },
+    #[error("cannot size model {model:?}: {problem}")]
+    Estimate { model: String, problem: String },
+}
+
+/// How much memory each of a container's GPUs needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryPerGpu {
+    /// Whole GPUs, exclusively.
+    Whole,
+    /// This many memory units on each GPU.
+    Units(u64),
+    /// The estimator's bytes per GPU, rounded up to whole units of the
+    /// node, and at least `min_units` (an explicit request).
+    Estimated { bytes: u64, min_units: u64 },
+}
+
+/// One container's needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerNeeds {
+    pub name: String,
+    pub gpus: u32,
+    pub memory: MemoryPerGpu,
+    /// MIG profiles in resource-name form (`1g.10gb`, `1g.10gb.me`), one per instance.
+    pub mig: Vec<String>,
+}
+
+/// A pod's GPU needs, independent of any node.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PodNeeds {
+    pub containers: Vec<ContainerNeeds>,
+    /// The model the memory was estimated for, when annotated.
+    pub model: Option<String>,
+}
+
+impl PodNeeds {
+    /// Reads the needs of a pod; `Ok` with no containers when the pod asks
+    /// for nothing gpupack places.
+    pub fn from_pod(pod: &Pod) -> Result<PodNeeds, DemandError> {
+        let spec = pod.spec.as_ref();
+        let containers = spec
+            .into_iter()
+            .flat_map(|s| s.init_containers.iter().flatten().chain(&s.containers));
+        let mut needs = PodNeeds::default();
+        for c in containers {
+            if let Some(n) = container_needs(c)? {
+                needs.containers.push(n);
+            }
+        }
+        let empty = BTreeMap::new();
+        let annotations = pod.metadata.annotations.as_ref().unwrap_or(&empty);
+        if let Some(model) = ModelAnnotations::from_annotations(annotations)? {
+            apply_model(&mut needs, pod, &model)?;
+        }
+        Ok(needs)
+    }
+
+    /// Whether the pod asks for nothing gpupack places.
+    pub fn is_empty(&self) -> bool {
+        self.containers.is_empty()
+    }
+
+    /// The placement demand on nodes whose memory unit is `unit_bytes`.
+    pub fn demand(&self, unit_bytes: u64) -> PodDemand {
+        let mut containers = Vec::new();
+        for c in &self.containers {
+            if c.gpus > 0 {
+                let memory = match c.memory {
+                    MemoryPerGpu::Whole => MemoryNeed::Whole,
+                    MemoryPerGpu::Units(u) => MemoryNeed::Bytes(u.saturating_mul(unit_bytes)),
+                    MemoryPerGpu::Estimated { bytes, min_units } => MemoryNeed::Bytes(
+                        bytes
+                            .div_ceil(unit_bytes.max(1))
+                            .max(min_units)
+                            .saturating_mul(unit_bytes),
+                    ),
+                };
+                containers.push(ContainerDemand {
+                    name: c.name.clone(),
+                    gpu: GpuNeed::Gpus {
+                        count: c.gpus,
+                        memory,
+                        max_link: None,
+                    },
+                });
+            }
+            for profile in &c.mig {
+                containers.push(ContainerDemand {
+                    name: c.name.clone(),
+                    gpu: GpuNeed::Mig {
+                        profile: profile.clone(),
+                    },
+                });
+            }
+        }
+        PodDemand {
+            containers,
+            ..PodDemand::default()
+        }
+    }
+}
+
+/// The resource-name form of a MIG profile as an inventory names it
+/// (`1g.10gb+me` → `1g.10gb.me`), the form pods request.
+pub fn mig_request_form(profile: &str) -> String {
+    profile.replace('+', ".")
+}
+
+fn container_needs(c: &Container) -> Result<Option<ContainerNeeds>, DemandError> {
+    let resources = c.resources.as_ref();
+    // The API server defaults an extended resource's request to its limit,
+    // so a pod straight from the API has requests; read limits for pods
+    // that never went through it.
+    let requests = resources.and_then(|r| r.requests.as_ref());
+    let limits = resources.and_then(|r| r.limits.as_ref());
+    let mut names: Vec<&String> = requests.into_iter().flat_map(|r| r.keys()).collect();
+    for k in limits.into_iter().flat_map(|l| l.keys()) {
+        if !names.contains(&k) {
+            names.push(k);
+        }
+    }
+    let mut gpus: Option<u64> = None;
+    let mut units: Option<u64> = None;
+    let mut mig = Vec::new();
+    for name in names {
+        let Some(resource) = Resource::parse(name) else {
+            continue;
+        };
+        let q = requests
+            .and_then(|r| r.get(name))
+            .or_else(|| limits.and_then(|l| l.get(name)));
+        let Some(q) = q else { continue };
+        let n = whole_number(q).map_err(|problem| DemandError::Resource {
+            container: c.name.clone(),
+            resource: name.clone(),
+            problem,
+        })?;
+        match resource {
+            Resource::Gpu => gpus = Some(n),
+            Resource::GpuMemory => units = Some(n),
+            Resource::Mig(profile) => {
+                let k = usize::try_from(n).unwrap_or(usize::MAX).min(64);
+                if n > 64 {
+                    return Err(DemandError::Resource {
+                        container: c.name.clone(),
+                        resource: name.clone(),
+                        problem: format!(
+                            "{n} MIG instances is beyond the 64 one container may use"
+                        ),
+                    });
+                }
+                mig.extend(std::iter::repeat_n(profile, k));
+            }
+        }
+    }
+    let bad = |resource: &str, problem: String| DemandError::Resource {
+        container: c.name.clone(),
+        resource: resource.to_string(),
+        problem,
+    };
+    let limit = proto::annotations::MAX_TENSOR_PARALLEL_SIZE as u64;
+    let (count, memory) = match (gpus, units) {
+        (None | Some(0), None | Some(0)) => (0, MemoryPerGpu::Whole),
+        (Some(n), _) if n > limit => {
+            return Err(bad(
+                GPU,
+                format!("{n} GPUs is beyond the {limit} one container may span"),
+            ));
+        }
+        (None | Some(0), Some(m)) => (1, MemoryPerGpu::Units(m)),
+        (Some(n), None | Some(0)) => (n as u32, MemoryPerGpu::Whole),
+        (Some(n), Some(m)) => {
+            if m % n != 0 {
+                return Err(bad(
+                    GPU_MEMORY,
+                    format!(
+                        "{m} units do not split evenly over {n} GPUs ({GPU_MEMORY} is the total over the container's GPUs); use a multiple of {n}"
+                    ),
+                ));
+            }
+            (n as u32, MemoryPerGpu::Units(m / n))
+        }
+    };
+    if count == 0 && mig.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(ContainerNeeds {
+        name: c.name.clone(),
+        gpus: count,
+        memory,
+        mig,
+    }))
+}
+
+/// A Kubernetes quantity that must be a whole, non-negative number, as
+/// extended resources are.
+fn whole_number(q: &Quantity) -> Result<u64, String> {
+    let s = q.0.trim();
+    let (digits, multiplier) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        None => (s, 1u64),
+        Some((i, _)) => {
+            let m = match &s[i..] {
+                "k" => 1_000,
+                "M" => 1_000_000,
+                "Ki" => 1 << 10,
+                "Mi" => 1 << 20,
+                _ => {
+                    return Err(format!(
+                        "{s:?} is not a whole number (extended resources are counted in whole units)"
+                    ));
+                }
+            };
+            (&s[..i], m)
+        }
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(multiplier))
+        .ok_or_else(|| format!("{s:?} is not a whole number"))
+}
+
+/// Sizes the server container from the model annotations.
+fn apply_model(needs: &mut PodNeeds, pod: &Pod, m: &ModelAnnotations) -> Result<(), DemandError> {
+    use proto::annotations as ann;
+    let names: Vec<&str> = pod
+        .spec
+        .iter()
+        .flat_map(|s| &s.containers)
+        .map(|c| c.name.as_str())
+        .collect();
+    let target = match &m.container {
+        Some(name) if names.contains(&name.as_str()) => name.clone(),
+        Some(name) => {
+            return Err(DemandError::Annotation {
+                annotation: ann::CONTAINER,
+                problem: format!(
+                    "no container named {name:?}; containers: {}",
+                    names.join(", ")
+                ),
+            });
+        }
+        None => {
+            let gpu_containers: Vec<&str> = needs
+                .containers
+                .iter()
+                .filter(|c| c.gpus > 0 && names.contains(&c.name.as_str()))
+                .map(|c| c.name.as_str())
+                .collect();
+            match (gpu_containers.as_slice(), names.as_slice()) {
+                ([one], _) => one.to_string(),
+                ([], [one]) => one.to_string(),
+                _ => {
+                    return Err(DemandError::Annotation {
+                        annotation: ann::CONTAINER,
+                        problem: format!(
+                            "must name the server container: the pod has {} containers ({})",
+                            names.len(),
+                            names.join(", ")
+                        ),
+                    });
+                }
+            }
+        }
+    };
+    let existing = needs.containers.iter().position(|c| c.name == target);
+    let requested_gpus = existing
+        .map(|i| needs.containers[i].gpus)
+        .filter(|g| *g > 0);
+    let tp = match (m.tensor_parallel_size, requested_gpus) {
+        (Some(tp), Some(g)) if tp != g => {
+            return Err(DemandError::Annotation {
+                annotation: ann::TENSOR_PARALLEL_SIZE,
+                problem: format!(
+                    "is {tp} but container {target} requests {GPU}: {g}; they must be equal"
+                ),
+            });
+        }
+        (Some(tp), _) => tp,
+        (None, Some(g)) => g,
+        (None, None) => 1,
+    };
+    let params = serving_params(m, tp)?;
+    let estimate = estimator::estimate_catalog_model(&m.model, &params).map_err(|e| {
+        DemandError::Estimate {
+            model: m.model.clone(),
+            problem: e.to_string(),
+        }
+    })?;
+    let per_gpu = estimate.total_bytes();
+    // An explicit per-GPU request larger than the estimate wins; the two are
+    // compared once the node's unit is known.
+    let min_units = match existing.map(|i| needs.containers[i].memory) {
+        Some(MemoryPerGpu::Units(u)) => u,
+        _ => 0,
+    };
+    let memory = MemoryPerGpu::Estimated {
+        bytes: per_gpu,
+        min_units,
+    };
+    match existing {
+        Some(i) => {
+            needs.containers[i].gpus = tp;
+            needs.containers[i].memory = memory;
+        }
+        None => needs.containers.push(ContainerNeeds {
+            name: target,
+            gpus: tp,
+            memory,
+            mig: Vec::new(),
+        }),
+    }
+    needs.model = Some(m.model.clone());
+    Ok(())
+}
+
+fn serving_params(m: &ModelAnnotations, tp: u32) -> Result<estimator::ServingParams, DemandError> {
+    use proto::annotations as ann;
+    fn parse<T: std::str::FromStr>(
+        annotation: &'static str,
+        v: &Option<String>,
+    ) -> Result<Option<T>, DemandError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        v.as_deref()
+            .map(|s| {
+                s.parse::<T>().map_err(|e| DemandError::Annotation {
+                    annotation,
+                    problem: e.to_string(),
+                })
+            })
+            .transpose()
+    }
+    Ok(estimator::ServingParams {
+        dtype: parse(ann::DTYPE, &m.dtype)?,
+        quantization: parse(ann::QUANTIZATION, &m.quantization)?,
+        tensor_parallel_size: tp,
+        max_model_len: m.max_model_len,
+        max_num_seqs: m.max_num_seqs,
+        kv_cache_tokens: m.kv_cache_tokens,
+        kv_cache_dtype: parse(ann::KV_CACHE_DTYPE, &m.kv_cache_dtype)?.unwrap_or_default(),
+        engine: parse(ann::ENGINE, &m.engine)?.unwrap_or_default(),
+        max_num_batched_tokens: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(containers: serde_json::Value, annotations: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "ns", "uid": "u1", "annotations": annotations},
+            "spec": {"containers": containers}
+        }))
+        .unwrap()
+    }
+
+    fn one(requests: serde_json::Value) -> Pod {
+        pod(
+            json!([{"name": "server", "resources": {"requests": requests, "limits": requests}}]),
+            json!({}),
+        )
+    }
+
+    #[test]
+    fn plain_pod_needs_nothing() {
+        let p = one(json!({"cpu": "1", "memory": "1Gi"}));
+        assert!(PodNeeds::from_pod(&p).unwrap().is_empty());
+    }
+
+    #[test]
+    fn memory_is_split_evenly_over_gpus() {
+        let p = one(json!({GPU: "2", GPU_MEMORY: "80"}));
+        let n = PodNeeds::from_pod(&p).unwrap();
+        assert_eq!(n.containers[0].gpus, 2);
+        assert_eq!(n.containers[0].memory, MemoryPerGpu::Units(40));
+        let d = n.demand(1 << 30);
+        assert_eq!(
+            d.containers[0].gpu,
+            GpuNeed::Gpus {
+                count: 2,
+                memory: MemoryNeed::Bytes(40 << 30),
+                max_link: None
+            }
+        );
+    }
+
+    #[test]
+    fn gpus_without_memory_are_whole_and_memory_alone_is_one_gpu() {
+        let n = PodNeeds::from_pod(&one(json!({GPU: "4"}))).unwrap();
+        assert_eq!(
+            (n.containers[0].gpus, n.containers[0].memory),
+            (4, MemoryPerGpu::Whole)
+        );
+        let n = PodNeeds::from_pod(&one(json!({GPU_MEMORY: "10"}))).unwrap();
+        assert_eq!(
+            (n.containers[0].gpus, n.containers[0].memory),
+            (1, MemoryPerGpu::Units(10))
+        );
+    }
+
+    #[test]
+    fn uneven_split_and_fractions_are_refused_naming_the_resource() {
+        let e = PodNeeds::from_pod(&one(json!({GPU: "2", GPU_MEMORY: "81"}))).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("container server: gpupack.io/gpu-memory"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("multiple of 2"), "{e}");
+        let e = PodNeeds::from_pod(&one(json!({GPU: "0.5"}))).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("gpupack.io/gpu: \"0.5\" is not a whole number"),
+            "{e}"
+        );
+        let e = PodNeeds::from_pod(&one(json!({GPU: "65"}))).unwrap_err();
+        assert!(e.to_string().contains("beyond"), "{e}");
+    }
+
+    #[test]
+    fn mig_instances_repeat_per_count() {
+        let n = PodNeeds::from_pod(&one(json!({"gpupack.io/mig-1g.10gb": "2"}))).unwrap();
+        let d = n.demand(1 << 30);
+        assert_eq!(d.containers.len(), 2);
+        assert!(d.containers.iter().all(|c| c.gpu
+            == GpuNeed::Mig {
+                profile: "1g.10gb".into()
+            }));
+        assert_eq!(mig_request_form("1g.10gb+me"), "1g.10gb.me");
+    }
+
+    #[test]
+    fn limits_alone_count() {
+        let p = pod(
+            json!([{"name": "c", "resources": {"limits": {GPU: "1"}}}]),
+            json!({}),
+        );
+        assert_eq!(PodNeeds::from_pod(&p).unwrap().containers[0].gpus, 1);
+    }
+
+    #[test]
+    fn model_annotations_size_the_server_in_whole_units() {
+        let p = pod(
+            json!([{"name": "vllm", "resources": {"requests": {GPU: "2"}}}, {"name": "sidecar"}]),
+            json!({
+                "gpupack.io/model": "meta-llama/Llama-3.1-8B-Instruct",
+                "gpupack.io/tensor-parallel-size": "2",
+                "gpupack.io/max-model-len": "8192",
+            }),
+        );
+        let n = PodNeeds::from_pod(&p).unwrap();
+        assert_eq!(n.model.as_deref(), Some("meta-llama/Llama-3.1-8B-Instruct"));
+        let MemoryPerGpu::Estimated { bytes: b, .. } = n.containers[0].memory else {
+            panic!("{n:?}")
+        };
+        assert!(b > 4 << 30 && b < 40 << 30, "{b}");
+        let GpuNeed::Gpus {
+            count,
+            memory: MemoryNeed::Bytes(rounded),
+            ..
+        } = n.demand(1 << 30).containers[0].gpu
+        else {
+            panic!()
+        };
+        assert_eq!(count, 2);
+        assert_eq!(rounded % (1 << 30), 0);
+        assert!(rounded >= b && rounded - b < 1 << 30);
+    }
+
+    #[test]
+    fn model_annotation_errors_are_specific() {
+        let base = |extra: serde_json::Value| {
+            let mut a = json!({"gpupack.io/model": "meta-llama/Llama-3.1-8B-Instruct"});
+            a.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            pod(
+                json!([{"name": "vllm", "resources": {"requests": {GPU: "2"}}}]),
+                a,
+            )
+        };
+        let e =
+            PodNeeds::from_pod(&base(json!({"gpupack.io/tensor-parallel-size": "4"}))).unwrap_err();
+        assert!(e.to_string().contains("must be equal"), "{e}");
+        let e = PodNeeds::from_pod(&base(json!({"gpupack.io/dtype": "int3"}))).unwrap_err();
+        assert!(e.to_string().contains("gpupack.io/dtype"), "{e}");
+        let e =
+            PodNeeds::from_pod(&base(json!({"gpupack.io/tensor-parallel-size": "x"}))).unwrap_err();
+        assert!(
+            e.to_string().contains("gpupack.io/tensor-parallel-size"),
+            "{e}"
+        );
+        let e = PodNeeds::from_pod(&pod(
+            json!([{"name": "vllm"}]),
+            json!({"gpupack.io/model": "no-such-model-xyz"}),
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("no-such-model-xyz"), "{e}");
+        let e = PodNeeds::from_pod(&base(json!({"gpupack.io/container": "other"}))).unwrap_err();
+        assert!(
+            e.to_string().contains("no container named \"other\""),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,334 @@
+//! The HTTP surface kube-scheduler and Prometheus talk to.
+//!
+//! - `POST {prefix}/filter`, `/prioritize`, `/bind`, `/preempt`: the
+//!   extender verbs, in kube-scheduler's wire format (`proto::extender`).
+//! - `GET /healthz` (the process serves), `/readyz` (the ledger is built
+//!   from the API's initial lists), `/metrics` (Prometheus text).
+//!
+//! kube-scheduler treats any status but 200 as an error and does not show
+//! the body, so the verbs answer problems with 200 and the reply's own
+//! `Error` field, which it logs and reports on the pod.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::{get, post};
+use k8s_openapi::api::core::v1::Pod;
+use proto::extender::{
+    ExtenderArgs, ExtenderBindingArgs, ExtenderBindingResult, ExtenderFilterResult,
+    ExtenderPreemptionArgs, ExtenderPreemptionResult, HostPriority, MetaPod, MetaVictims,
+};
+use serde::de::DeserializeOwned;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::bind::Binder;
+use crate::cluster_state::ClusterState;
+use crate::demand::PodNeeds;
+use crate::events::{Events, PodEvent, Reason};
+use crate::metrics::Metrics;
+use crate::watch::Readiness;
+
+/// What the handlers share.
+pub struct App {
+    pub state: Arc<RwLock<ClusterState>>,
+    /// `None` where binding is not offered (benchmarks, filter-only setups).
+    pub binder: Option<Binder>,
+    pub events: Events,
+    pub metrics: Arc<Metrics>,
+    pub readiness: Arc<Readiness>,
+}
+
+impl App {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, ClusterState> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Limits of the HTTP layer.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest request body; a `nodeCacheCapable: false` filter call for
+    /// thousands of nodes carries every Node object.
+    pub body_bytes: usize,
+    /// Longest a request may take before it is answered 408.
+    pub timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            body_bytes: 64 << 20,
+            timeout: Duration::from_secs(4),
+        }
+    }
+}
+
+/// The router: the verbs under `prefix` (e.g. `/scheduler`, or empty).
+pub fn router(app: Arc<App>, prefix: &str, limits: &Limits) -> Router {
+    let prefix = prefix.trim_end_matches('/');
+    let verbs = Router::new()
+        .route(&format!("{prefix}/filter"), post(filter))
+        .route(&format!("{prefix}/prioritize"), post(prioritize))
+        .route(&format!("{prefix}/bind"), post(bind))
+        .route(&format!("{prefix}/preempt"), post(preempt))
+        .layer(DefaultBodyLimit::max(limits.body_bytes));
+    Router::new()
+        .merge(verbs)
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            limits.timeout,
+        ))
+        .with_state(app)
+}
+
+fn parse<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, String> {
+    serde_json::from_slice(body).map_err(|e| format!("malformed {what} request: {e}"))
+}
+
+const NOT_READY: &str = "GPU ledger is still being built from the API; retry";
+
+async fn filter(State(app): State<Arc<App>>, body: Bytes) -> Json<ExtenderFilterResult> {
+    let start = Instant::now();
+    let (reply, outcome) = filter_reply(&app, &body);
+    app.metrics
+        .observe("filter", outcome, start.elapsed().as_secs_f64());
+    Json(reply)
+}
+
+/// The filter answer and an outcome label.
+pub fn filter_reply(app: &App, body: &[u8]) -> (ExtenderFilterResult, &'static str) {
+    let args: ExtenderArgs = match parse(body, "filter") {
+        Ok(a) => a,
+        Err(e) => return (ExtenderFilterResult::error(e), "bad_request"),
+    };
+    if !app.readiness.is_ready() {
+        return (ExtenderFilterResult::error(NOT_READY), "not_ready");
+    }
+    let names = args.node_names();
+    let needs = match PodNeeds::from_pod(&args.pod) {
+        Ok(n) => n,
+        Err(e) => {
+            let reason = e.to_string();
+            emit(app, &args.pod, Reason::InvalidGpuRequest, &reason);
+            let all = names
+                .iter()
+                .map(|n| (n.to_string(), reason.clone()))
+                .collect();
+            return (
+                ExtenderFilterResult::from_args(&args, Vec::new(), BTreeMap::new(), all),
+                "bad_request",
+            );
+        }
+    };
+    let outcome = app.read().filter(&needs, &names);
+    let label = if outcome.feasible.is_empty() {
+        if !names.is_empty() && outcome.failed.is_empty() {
+            let sample: Vec<String> = outcome
+                .unresolvable
+                .iter()
+                .take(3)
+                .map(|(n, r)| format!("{n}: {r}"))
+                .collect();
+            emit(
+                app,
+                &args.pod,
+                Reason::GpuUnplaceable,
+                &format!(
+                    "no candidate node can ever fit the pod's GPU request ({} nodes), e.g. {}",
+                    names.len(),
+                    sample.join("; ")
+                ),
+            );
+        }
+        "none_fit"
+    } else {
+        "ok"
+    };
+    (
+        ExtenderFilterResult::from_args(
+            &args,
+            outcome.feasible,
+            outcome.failed,
+            outcome.unresolvable,
+        ),
+        label,
+    )
+}
+
+fn emit(app: &App, pod: &Pod, reason: Reason, message: &str) {
+    let m = &pod.metadata;
+    app.events.emit(PodEvent {
+        namespace: m.namespace.clone().unwrap_or_else(|| "default".into()),
+        name: m.name.clone().unwrap_or_default(),
+        uid: m.uid.clone().unwrap_or_default(),
+        reason,
+        message: message.to_string(),
+    });
+}
+
+async fn prioritize(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    let start = Instant::now();
+    let (status, reply, outcome) = match prioritize_reply(&app, &body) {
+        Ok(r) => (StatusCode::OK, Json(r).into_response(), "ok"),
+        Err((status, msg, outcome)) => (status, msg.into_response(), outcome),
+    };
+    app.metrics
+        .observe("prioritize", outcome, start.elapsed().as_secs_f64());
+    (status, reply).into_response()
+}
+
+/// The prioritize answer. kube-scheduler ignores prioritize errors (the
+/// scores are dropped), so errors are plain HTTP errors.
+pub fn prioritize_reply(
+    app: &App,
+    body: &[u8],
+) -> Result<Vec<HostPriority>, (StatusCode, String, &'static str)> {
+    let args: ExtenderArgs =
+        parse(body, "prioritize").map_err(|e| (StatusCode::BAD_REQUEST, e, "bad_request"))?;
+    if !app.readiness.is_ready() {
+        return Err((
+            StatusCode::SERVICE_UNAVAILABLE,
+            NOT_READY.into(),
+            "not_ready",
+        ));
+    }
+    let needs = PodNeeds::from_pod(&args.pod)
+        .map_err(|e| (StatusCode::BAD_REQUEST, e.to_string(), "bad_request"))?;
+    Ok(app.read().prioritize(&needs, &args.node_names()))
+}
+
+async fn bind(State(app): State<Arc<App>>, body: Bytes) -> Json<ExtenderBindingResult> {
+    let start = Instant::now();
+    let (error, outcome) = bind_reply(&app, &body).await;
+    app.metrics
+        .observe("bind", outcome, start.elapsed().as_secs_f64());
+    Json(ExtenderBindingResult { error })
+}
+
+async fn bind_reply(app: &App, body: &[u8]) -> (String, &'static str) {
+    let args: ExtenderBindingArgs = match parse(body, "bind") {
+        Ok(a) => a,
+        Err(e) => return (e, "bad_request"),
+    };
+    if !app.readiness.is_ready() {
+        return (NOT_READY.into(), "not_ready");
+    }
+    let Some(binder) = &app.binder else {
+        return ("this extender does not bind".into(), "bad_request");
+    };
+    match binder.bind(&args).await {
+        Ok(bound) => {
+            app.metrics
+                .bind_conflicts
+                .inc_by(u64::from(bound.conflicts));
+            if let Some(a) = &bound.assignment {
+                app.metrics.pods_placed.inc();
+                tracing::info!(pod = %format!("{}/{}", args.pod_namespace, args.pod_name), node = %args.node,
+                    assignment = %a.to_json(), "bound");
+            }
+            (String::new(), "ok")
+        }
+        Err(e) => {
+            tracing::info!(pod = %format!("{}/{}", args.pod_namespace, args.pod_name), node = %args.node,
+                error = %e, "bind failed");
+            if let crate::bind::BindError::Contended { attempts, .. } = &e {
+                app.metrics.bind_conflicts.inc_by(u64::from(*attempts));
+            }
+            (e.to_string(), e.outcome())
+        }
+    }
+}
+
+async fn preempt(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    let start = Instant::now();
+    let (status, reply, outcome) = match preempt_reply(&app, &body) {
+        Ok(r) => (StatusCode::OK, Json(r).into_response(), "ok"),
+        Err((status, msg, outcome)) => (status, msg.into_response(), outcome),
+    };
+    app.metrics
+        .observe("preempt", outcome, start.elapsed().as_secs_f64());
+    (status, reply).into_response()
+}
+
+/// Preemption: keep a candidate node, with kube-scheduler's victims, only
+/// if evicting those victims frees GPUs the pod fits on. Victims are never
+/// added or changed, so the answer can only narrow kube-scheduler's choice.
+pub fn preempt_reply(
+    app: &App,
+    body: &[u8],
+) -> Result<ExtenderPreemptionResult, (StatusCode, String, &'static str)> {
+    let args: ExtenderPreemptionArgs =
+        parse(body, "preempt").map_err(|e| (StatusCode::BAD_REQUEST, e, "bad_request"))?;
+    if !app.readiness.is_ready() {
+        return Err((
+            StatusCode::SERVICE_UNAVAILABLE,
+            NOT_READY.into(),
+            "not_ready",
+        ));
+    }
+    let needs = PodNeeds::from_pod(&args.pod)
+        .map_err(|e| (StatusCode::BAD_REQUEST, e.to_string(), "bad_request"))?;
+    let candidates: BTreeMap<String, MetaVictims> =
+        match (args.node_name_to_meta_victims, args.node_name_to_victims) {
+            (Some(meta), _) => meta,
+            (None, Some(full)) => full
+                .into_iter()
+                .map(|(node, v)| {
+                    let pods = v
+                        .pods
+                        .iter()
+                        .filter_map(|p| p.metadata.uid.clone())
+                        .map(|uid| MetaPod { uid })
+                        .collect();
+                    (
+                        node,
+                        MetaVictims {
+                            pods,
+                            num_pdb_violations: v.num_pdb_violations,
+                        },
+                    )
+                })
+                .collect(),
+            (None, None) => BTreeMap::new(),
+        };
+    let state = app.read();
+    let kept = candidates
+        .into_iter()
+        .filter(|(node, victims)| {
+            let uids: HashSet<&str> = victims.pods.iter().map(|p| p.uid.as_str()).collect();
+            state.fits_after_evicting(node, &needs, &uids).is_ok()
+        })
+        .collect();
+    Ok(ExtenderPreemptionResult {
+        node_name_to_meta_victims: kept,
+    })
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, &'static str) {
+    if app.readiness.is_ready() {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, NOT_READY)
+    }
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let text = app.metrics.render(&app.read());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}

@@ -1,0 +1,165 @@
+//! Prometheus metrics, served at `GET /metrics`.
+//!
+//! Request counters and latencies are recorded as requests finish; the
+//! per-node memory gauges and fragmentation are refreshed from the ledger
+//! at each scrape, so they are never stale and cost nothing between scrapes.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::cluster_state::ClusterState;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub verb: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerbLabels {
+    pub verb: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabels {
+    pub node: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProblemLabels {
+    pub kind: String,
+}
+
+/// Every metric of the service.
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub latency: Family<VerbLabels, Histogram>,
+    pub pods_placed: Counter,
+    pub bind_conflicts: Counter,
+    pub state_problems: Family<ProblemLabels, Counter>,
+    pub gpu_memory_allocated: Family<NodeLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
+    pub gpu_memory_free: Family<NodeLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
+    pub fragmentation: Gauge<f64, AtomicU64>,
+    pub nodes: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("gpupack_extender");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Extender requests by verb and outcome",
+            requests.clone(),
+        );
+        let latency = Family::<VerbLabels, Histogram>::new_with_constructor(|| {
+            // 50 µs to ~1.6 s.
+            Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+        });
+        registry.register(
+            "request_duration_seconds",
+            "Time to answer a request, by verb",
+            latency.clone(),
+        );
+        let pods_placed = Counter::default();
+        registry.register(
+            "pods_placed",
+            "Pods bound with a GPU assignment",
+            pods_placed.clone(),
+        );
+        let bind_conflicts = Counter::default();
+        registry.register(
+            "bind_conflicts",
+            "Reservation writes that lost a race to another bind on the node",
+            bind_conflicts.clone(),
+        );
+        let state_problems = Family::<ProblemLabels, Counter>::default();
+        registry.register(
+            "state_problems",
+            "Inventories, assignments or reservations that could not be taken in",
+            state_problems.clone(),
+        );
+        let gpu_memory_allocated = Family::default();
+        registry.register(
+            "gpu_memory_allocated_bytes",
+            "GPU memory held by pods and reservations, by node",
+            gpu_memory_allocated.clone(),
+        );
+        let gpu_memory_free = Family::default();
+        registry.register(
+            "gpu_memory_free_bytes",
+            "Healthy GPU memory not held, by node",
+            gpu_memory_free.clone(),
+        );
+        let fragmentation = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "fragmentation_ratio",
+            "Expected share of idle GPU capacity the typical pod mix cannot use",
+            fragmentation.clone(),
+        );
+        let nodes = Gauge::default();
+        registry.register("nodes", "Nodes with a valid GPU inventory", nodes.clone());
+        Metrics {
+            registry,
+            requests,
+            latency,
+            pods_placed,
+            bind_conflicts,
+            state_problems,
+            gpu_memory_allocated,
+            gpu_memory_free,
+            fragmentation,
+            nodes,
+        }
+    }
+
+    /// Counts one finished request.
+    pub fn observe(&self, verb: &str, outcome: &str, seconds: f64) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                verb: verb.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+        self.latency
+            .get_or_create(&VerbLabels { verb: verb.into() })
+            .observe(seconds);
+    }
+
+    /// The text exposition, with the gauges refreshed from `state`.
+    pub fn render(&self, state: &ClusterState) -> String {
+        self.gpu_memory_allocated.clear();
+        self.gpu_memory_free.clear();
+        for n in state.memory_by_node() {
+            let labels = NodeLabels { node: n.node };
+            let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            self.gpu_memory_allocated
+                .get_or_create(&labels)
+                .set(clamp(n.allocated_bytes));
+            self.gpu_memory_free
+                .get_or_create(&labels)
+                .set(clamp(n.total_bytes.saturating_sub(n.allocated_bytes)));
+        }
+        self.fragmentation.set(state.fragmentation());
+        self.nodes
+            .set(i64::try_from(state.node_count()).unwrap_or(i64::MAX));
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

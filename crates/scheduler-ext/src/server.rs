@@ -1,0 +1,242 @@
+//! The running service: the state, its watches, the binder, the event
+//! publisher and the HTTP(S) listener, wired together; and graceful
+//! shutdown (stop accepting, let in-flight requests finish within a grace
+//! period).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use kube::Client;
+use kube::runtime::events::Reporter;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use crate::bind::{BindConfig, Binder, Clock};
+use crate::cluster_state::ClusterState;
+use crate::config::Config;
+use crate::events::Events;
+use crate::http::{App, Limits, router};
+use crate::metrics::Metrics;
+use crate::watch::{self, Feeds, Readiness};
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+/// A running extender.
+pub struct Extender {
+    addr: SocketAddr,
+    stop: CancellationToken,
+    serving: JoinHandle<()>,
+    background: Vec<JoinHandle<()>>,
+    pub readiness: Arc<Readiness>,
+    pub state: Arc<RwLock<ClusterState>>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Extender {
+    /// Starts watching the API through `client` and serving on
+    /// `config.listen` (port 0 picks a free one).
+    pub async fn start(
+        client: Client,
+        config: &Config,
+        clock: Clock,
+    ) -> Result<Extender, StartError> {
+        let tls = match &config.tls {
+            Some((cert, key)) => Some(tls_acceptor(cert, key)?),
+            None => None,
+        };
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartError::Listen {
+                    addr: config.listen,
+                    source,
+                })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+        let state = Arc::new(RwLock::new(ClusterState::new(config.policy)));
+        let metrics = Arc::new(Metrics::new());
+        let readiness = Arc::new(Readiness::default());
+        let background = watch::spawn(
+            client.clone(),
+            Feeds {
+                state: state.clone(),
+                metrics: metrics.clone(),
+                readiness: readiness.clone(),
+                clock: clock.clone(),
+            },
+        );
+        let binder = Binder::new(
+            client.clone(),
+            state.clone(),
+            BindConfig {
+                reservation_ttl: config.reservation_ttl.as_secs(),
+                margin: (config.reservation_ttl.as_secs() / 3).max(1),
+                attempts: config.bind_attempts,
+                holder: config.identity.clone(),
+            },
+            clock,
+        );
+        let events = Events::start(
+            client,
+            Reporter {
+                controller: "gpupack-scheduler-ext".into(),
+                instance: Some(config.identity.clone()),
+            },
+            config.event_interval,
+        );
+        let app = Arc::new(App {
+            state: state.clone(),
+            binder: Some(binder),
+            events,
+            metrics: metrics.clone(),
+            readiness: readiness.clone(),
+        });
+        let routes = router(
+            app,
+            &config.url_prefix,
+            &Limits {
+                body_bytes: config.body_limit_bytes,
+                timeout: config.request_timeout,
+            },
+        );
+        let stop = CancellationToken::new();
+        let serving = tokio::spawn(serve(
+            listener,
+            routes,
+            tls,
+            stop.clone(),
+            config.shutdown_grace,
+        ));
+        tracing::info!(%addr, tls = config.tls.is_some(), prefix = %config.url_prefix, policy = %config.policy, "serving");
+        Ok(Extender {
+            addr,
+            stop,
+            serving,
+            background,
+            readiness,
+            state,
+            metrics,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, waits for in-flight requests (up to the grace
+    /// period), then stops the watches.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        let _ = self.serving.await;
+        for task in self.background {
+            task.abort();
+        }
+    }
+}
+
+fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, StartError> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| StartError::Tls(format!("{}: {e}", cert.display())))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| StartError::Tls(format!("{}: {e}", cert.display())))?;
+    if certs.is_empty() {
+        return Err(StartError::Tls(format!(
+            "{}: no certificate",
+            cert.display()
+        )));
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| StartError::Tls(format!("{}: {e}", key.display())))?;
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let mut server = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StartError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| StartError::Tls(e.to_string()))?;
+    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(server)))
+}
+
+/// Accepts connections until `stop`, then drains them for up to `grace`.
+async fn serve(
+    listener: TcpListener,
+    routes: Router,
+    tls: Option<TlsAcceptor>,
+    stop: CancellationToken,
+    grace: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(routes.clone());
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let result = match tls {
+                None => {
+                    let conn = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .into_owned();
+                    watcher.watch(conn).await
+                }
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(s) => {
+                        let conn = builder
+                            .serve_connection(TokioIo::new(s), service)
+                            .into_owned();
+                        watcher.watch(conn).await
+                    }
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                },
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::info!("all requests finished"),
+        _ = tokio::time::sleep(grace) => tracing::warn!(?grace, "grace period over; dropping connections"),
+    }
+}

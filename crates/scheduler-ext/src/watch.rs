@@ -1,0 +1,184 @@
+//! Feeds [`ClusterState`] from the Kubernetes API: a watch of every
+//! `GpuNodeInventory` and a watch of every bound pod. Nothing else is
+//! kept, so a restart rebuilds the same state from the initial lists;
+//! `/readyz` (and bind) wait for both lists.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event, watcher};
+use kube::{Api, Client, ResourceExt};
+use proto::inventory::GpuNodeInventory;
+use tokio::task::JoinHandle;
+
+use crate::bind::Clock;
+use crate::cluster_state::{ClusterState, Problem};
+use crate::metrics::{Metrics, ProblemLabels};
+use crate::translate::{Held, held, pod_key};
+
+/// Whether the initial lists have been taken in.
+#[derive(Default, Debug)]
+pub struct Readiness {
+    inventories: AtomicBool,
+    pods: AtomicBool,
+}
+
+impl Readiness {
+    pub fn is_ready(&self) -> bool {
+        self.inventories.load(Ordering::Acquire) && self.pods.load(Ordering::Acquire)
+    }
+
+    /// Marks both lists as taken in (for tests and benchmarks that fill the
+    /// state by hand).
+    pub fn set_ready(&self) {
+        self.inventories.store(true, Ordering::Release);
+        self.pods.store(true, Ordering::Release);
+    }
+}
+
+/// Everything the watch tasks share.
+#[derive(Clone)]
+pub struct Feeds {
+    pub state: Arc<RwLock<ClusterState>>,
+    pub metrics: Arc<Metrics>,
+    pub readiness: Arc<Readiness>,
+    pub clock: Clock,
+}
+
+impl Feeds {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, ClusterState> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn report(&self, problems: Vec<Problem>) {
+        for p in problems {
+            let kind = match &p {
+                Problem::BadInventory { node, reason } => {
+                    tracing::warn!(%node, %reason, "GPU inventory rejected; the node takes no pods");
+                    "inventory"
+                }
+                Problem::BadHolding { pod, reason } => {
+                    tracing::error!(%pod, %reason, "bound pod's assignment does not fit its node");
+                    "holding"
+                }
+                Problem::BadReservations { node, reason } => {
+                    tracing::warn!(%node, %reason, "unreadable reservations annotation");
+                    "reservations"
+                }
+            };
+            self.metrics
+                .state_problems
+                .get_or_create(&ProblemLabels { kind: kind.into() })
+                .inc();
+        }
+    }
+}
+
+/// Starts the two watches and the housekeeping timer.
+pub fn spawn(client: Client, feeds: Feeds) -> Vec<JoinHandle<()>> {
+    vec![
+        tokio::spawn(watch_inventories(client.clone(), feeds.clone())),
+        tokio::spawn(watch_pods(client, feeds.clone())),
+        tokio::spawn(housekeeping(feeds)),
+    ]
+}
+
+async fn watch_inventories(client: Client, feeds: Feeds) {
+    let api: Api<GpuNodeInventory> = Api::all(client);
+    let mut stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    let mut buffer = Vec::new();
+    while let Some(event) = stream.next().await {
+        let now = (feeds.clock)();
+        match event {
+            Ok(Event::Init) => buffer.clear(),
+            Ok(Event::InitApply(o)) => buffer.push(o),
+            Ok(Event::InitDone) => {
+                let problems = feeds.write().replace_inventories(&buffer, now);
+                buffer.clear();
+                feeds.report(problems);
+                feeds.readiness.inventories.store(true, Ordering::Release);
+                tracing::info!("GPU inventories listed");
+            }
+            Ok(Event::Apply(o)) => {
+                let problems = feeds.write().apply_inventory(&o, now);
+                feeds.report(problems);
+            }
+            Ok(Event::Delete(o)) => {
+                tracing::info!(node = %o.name_any(), "GPU inventory deleted; the node takes no pods");
+                feeds.write().remove_inventory(&o.name_any());
+            }
+            Err(e) => tracing::warn!(error = %e, "GPU inventory watch failed; retrying"),
+        }
+    }
+}
+
+async fn watch_pods(client: Client, feeds: Feeds) {
+    let api: Api<Pod> = Api::all(client);
+    // Only bound pods can hold GPUs.
+    let config = watcher::Config::default().fields("spec.nodeName!=");
+    let mut stream = watcher(api, config).default_backoff().boxed();
+    let mut buffer = Vec::new();
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(Event::Init) => buffer.clear(),
+            Ok(Event::InitApply(p)) => {
+                if let (Some(key), Some(a)) = (pod_key(&p), assignment(&p)) {
+                    buffer.push((key, a));
+                }
+            }
+            Ok(Event::InitDone) => {
+                let problems = feeds.write().replace_pods(std::mem::take(&mut buffer));
+                feeds.report(problems);
+                feeds.readiness.pods.store(true, Ordering::Release);
+                tracing::info!("bound pods listed");
+            }
+            Ok(Event::Apply(p)) => {
+                if let Some(key) = pod_key(&p) {
+                    let problems = feeds.write().apply_pod(key, assignment(&p));
+                    feeds.report(problems);
+                }
+            }
+            Ok(Event::Delete(p)) => {
+                if let Some(key) = pod_key(&p) {
+                    feeds.write().remove_pod(&key);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "pod watch failed; retrying"),
+        }
+    }
+}
+
+/// The assignment a pod holds, logging unreadable ones.
+fn assignment(p: &Pod) -> Option<proto::assignment::PodAssignment> {
+    match held(p) {
+        Held::Assignment(a) => Some(a),
+        Held::Malformed(reason) => {
+            tracing::warn!(pod = %p.name_any(), namespace = ?p.namespace(), %reason, "assignment annotation unreadable; the pod holds nothing");
+            None
+        }
+        Held::Nothing => None,
+    }
+}
+
+/// Expires lapsed reservations every second and refreshes the typical pod
+/// mix every half minute.
+async fn housekeeping(feeds: Feeds) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut n: u64 = 0;
+    loop {
+        tick.tick().await;
+        let now = (feeds.clock)();
+        let mut s = feeds.write();
+        s.expire(now);
+        if n.is_multiple_of(30) {
+            s.refresh_typical();
+        }
+        n += 1;
+    }
+}
