@@ -20,8 +20,10 @@
 //! ```
 //!
 //! Simplified on purpose: deletion is immediate (no graceful deletion or
-//! finalizers); server-side apply merges the configuration (create if
-//! missing) without field ownership; strategic merge patch knows the
+//! finalizers); server-side apply behaves as for a single field manager
+//! (creates if missing; the top-level fields the configuration names are
+//! replaced, `metadata` is merged; no ownership tracking or apply
+//! conflicts); strategic merge patch knows the
 //! merge keys of the lists gpupack touches; later pages of a paged list
 //! come from the current state; no admission, validation beyond
 //! metadata, namespaces need not exist; `events` of `v1` and

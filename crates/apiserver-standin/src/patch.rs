@@ -93,14 +93,41 @@ impl Patch {
     /// Applies the patch to `doc`.
     pub fn apply_to(&self, doc: &mut Value) -> Result<(), ApiError> {
         match self {
-            Self::Merge(p) | Self::Apply(p) => {
+            Self::Merge(p) => {
                 json_patch::merge(doc, p);
+                Ok(())
+            }
+            Self::Apply(p) => {
+                apply_single_manager(doc, p);
                 Ok(())
             }
             Self::Strategic(p) => strategic_merge(doc, p),
             Self::Json(p) => json_patch::patch(doc, &p.0).map_err(|e| {
                 ApiError::unprocessable(format!("the JSON patch could not be applied: {e}"))
             }),
+        }
+    }
+}
+
+/// Server-side apply as it comes out for a single field manager: every
+/// top-level field the configuration names is owned by that manager and
+/// becomes exactly what it says (so a key dropped from a map disappears),
+/// fields it does not name are left alone, and `metadata` is merged (labels
+/// and annotations others set survive). Field ownership across several
+/// managers, and apply conflicts, are not modelled.
+fn apply_single_manager(doc: &mut Value, cfg: &Value) {
+    let Some(cfg) = cfg.as_object() else { return };
+    if !doc.is_object() {
+        *doc = Value::Object(Map::new());
+    }
+    let Some(target) = doc.as_object_mut() else {
+        return;
+    };
+    for (k, v) in cfg {
+        if k == "metadata" {
+            json_patch::merge(target.entry(k.clone()).or_insert(Value::Null), v);
+        } else {
+            target.insert(k.clone(), v.clone());
         }
     }
 }
@@ -280,6 +307,24 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!((err.code, err.reason), (422, "Invalid"));
+    }
+
+    #[test]
+    fn apply_owns_the_fields_it_names() {
+        let doc = json!({"metadata": {"name": "n", "labels": {"other": "x"}},
+                         "spec": {"links": {"0-1": "nvlink", "0-2": "pcie"}}, "extra": 1});
+        let out = run(
+            PatchKind::Apply,
+            doc,
+            json!({"metadata": {"labels": {"mine": "y"}}, "spec": {"links": {"0-1": "nvlink"}}}),
+        )
+        .unwrap();
+        assert_eq!(out["spec"], json!({"links": {"0-1": "nvlink"}}));
+        assert_eq!(
+            out["metadata"]["labels"],
+            json!({"other": "x", "mine": "y"})
+        );
+        assert_eq!(out["extra"], 1);
     }
 
     #[test]

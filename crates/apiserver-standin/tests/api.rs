@@ -631,7 +631,12 @@ async fn binary_serves_and_writes_kubeconfig() {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_apiserver-standin"))
         .arg("--kubeconfig")
         .arg(&kubeconfig)
-        .arg("--gpupack-crds")
+        // The manifest the cluster gets, so the served type is what it declares.
+        .arg("--crd-file")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../daemonset/base/crd/gpunodeinventories.yaml"
+        ))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
@@ -677,5 +682,19 @@ async fn binary_serves_and_writes_kubeconfig() {
     )
     .await
     .unwrap();
+
+    // An outage asked for over HTTP: down shortly after answering, back after 600 ms.
+    let req = http::Request::post("/_standin/outage?ms=600")
+        .body(Vec::new())
+        .unwrap();
+    client.request_text(req).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let e = inv.list(&ListParams::default()).await.unwrap_err();
+    assert!(!matches!(e, kube::Error::Api(_)), "{e:?}");
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    assert_eq!(
+        inv.list(&ListParams::default()).await.unwrap().items.len(),
+        2
+    );
     child.kill().await.unwrap();
 }

@@ -251,6 +251,33 @@ async fn reflector_follows_changes_and_closed_watches() {
 }
 
 #[tokio::test]
+async fn streaming_list_reflector() {
+    let (_server, client) = start(Duration::from_millis(200)).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "ml");
+    pods.create(&PostParams::default(), &pod("a"))
+        .await
+        .unwrap();
+    let (reader, writer) = reflector::store::<Pod>();
+    let stream = watcher(
+        Api::<Pod>::all(client),
+        watcher::Config::default().streaming_lists(),
+    )
+    .default_backoff()
+    .reflect(writer)
+    .applied_objects();
+    tokio::spawn(stream.for_each(|_| async {}));
+    tokio::time::timeout(Duration::from_secs(15), reader.wait_until_ready())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(names(&reader), ["a"]);
+    pods.create(&PostParams::default(), &pod("b"))
+        .await
+        .unwrap();
+    eventually("b streamed", || names(&reader) == ["a", "b"]).await;
+}
+
+#[tokio::test]
 async fn reflector_relists_after_410() {
     // No bookmarks: the watcher's resourceVersion only moves with pod events.
     let (server, client) = start(Duration::from_secs(3600)).await;
