@@ -249,6 +249,9 @@ impl Plan {
                 Err(_) => {}
             }
         }
+        // Sorted, so that every response of a container names them alike.
+        gpus.sort();
+        mig.sort();
         Plan { gpus, mig }
     }
 }
@@ -555,7 +558,7 @@ impl Handoff {
         drop(cands);
 
         // A pod without an assignment that requests this much.
-        let mut unassigned: Vec<(u64, usize, ContainerKey)> = Vec::new();
+        let mut unassigned: Vec<((u8, u64, usize), ContainerKey)> = Vec::new();
         for p in self.pods.values() {
             if p.record.assignment != AssignmentState::None {
                 continue;
@@ -565,8 +568,7 @@ impl Handoff {
                     && !p.allocated.contains_key(&(c.name.clone(), rname.clone()))
                 {
                     unassigned.push((
-                        p.record.order,
-                        pos,
+                        self.rank(p, pos, &c.name),
                         ContainerKey {
                             uid: p.record.uid.clone(),
                             container: c.name.clone(),
@@ -576,11 +578,14 @@ impl Handoff {
             }
         }
         unassigned.sort();
-        if let Some((_, _, key)) = unassigned.into_iter().next() {
+        if let Some((_, key)) = unassigned.into_iter().next() {
             self.record(&key, &rname, ids, resource);
+            // The container's devices of every resource so far: the last
+            // response kubelet merges then describes all of them.
+            let all = self.devices_of(&key);
             return AllocateOutcome::Unassigned {
                 key,
-                plan: Plan::from_devices(ids, self.unit_bytes),
+                plan: Plan::from_devices(&all, self.unit_bytes),
             };
         }
         if !last_try {
@@ -602,6 +607,128 @@ impl Handoff {
         AllocateOutcome::Unknown {
             plan: Plan::from_devices(ids, self.unit_bytes),
         }
+    }
+
+    /// Every device ID a container holds, slices before memory units.
+    fn devices_of(&self, key: &ContainerKey) -> Vec<String> {
+        let Some(p) = self.pods.get(&key.uid) else {
+            return vec![];
+        };
+        let mut held: Vec<(&(String, String), &Vec<String>)> = p
+            .allocated
+            .iter()
+            .filter(|((c, _), _)| *c == key.container)
+            .collect();
+        held.sort_by_key(|((_, r), _)| r.as_str());
+        held.into_iter()
+            .flat_map(|(_, ids)| ids.iter().cloned())
+            .collect()
+    }
+
+    /// For a cached container without an assignment: keep its resources on
+    /// the same GPUs. kubelet merges a container's responses keeping the
+    /// first value of each variable, so they must agree. When it already
+    /// holds devices, the next resource follows their GPUs (slices on its
+    /// memory GPUs, memory split evenly over its slice GPUs); when memory
+    /// comes first for a container that also asks for `k` GPUs, the units
+    /// go evenly onto the `k` best-connected GPUs that can hold them.
+    pub fn preferred_unassigned(
+        &self,
+        inv: &proto::inventory::NodeInventory,
+        resource: &Resource,
+        available: &[String],
+        must_include: &[String],
+        size: u32,
+    ) -> Option<Vec<String>> {
+        let rname = resource.name();
+        let key = match &self.last {
+            Some(k) if self.is_pending(k, resource) => k.clone(),
+            _ => {
+                let mut cands: Vec<((u8, u64, usize), ContainerKey)> = Vec::new();
+                for p in self.pods.values() {
+                    if p.record.assignment != AssignmentState::None {
+                        continue;
+                    }
+                    for (pos, c) in p.record.containers.iter().enumerate() {
+                        if c.amount(resource) == Some(size)
+                            && !p.allocated.contains_key(&(c.name.clone(), rname.clone()))
+                        {
+                            cands.push((
+                                self.rank(p, pos, &c.name),
+                                ContainerKey {
+                                    uid: p.record.uid.clone(),
+                                    container: c.name.clone(),
+                                },
+                            ));
+                        }
+                    }
+                }
+                cands.sort();
+                cands.into_iter().next()?.1
+            }
+        };
+        let p = self.pods.get(&key.uid)?;
+        if p.record.assignment != AssignmentState::None {
+            return None;
+        }
+        let c = p
+            .record
+            .containers
+            .iter()
+            .find(|c| c.name == key.container)?;
+        if c.amount(resource) != Some(size) {
+            return None;
+        }
+        let mut gpus: Vec<String> = Vec::new();
+        for id in self.devices_of(&key) {
+            if let Ok(DeviceId::Slice { gpu_uuid, .. } | DeviceId::MemoryUnit { gpu_uuid, .. }) =
+                DeviceId::parse(&id)
+                && !gpus.contains(&gpu_uuid)
+            {
+                gpus.push(gpu_uuid);
+            }
+        }
+        if gpus.is_empty() {
+            // Nothing held yet: only memory first needs a decision here.
+            let k = usize::try_from(c.amount(&Resource::Gpu)?).ok()?;
+            if *resource != Resource::GpuMemory || k == 0 {
+                return None;
+            }
+            let per_gpu = usize::try_from(size).ok()?.div_ceil(k);
+            let mut free: BTreeMap<String, usize> = BTreeMap::new();
+            for id in available {
+                if let Ok(d) = DeviceId::parse(id) {
+                    *free.entry(d.uuid().to_string()).or_default() += 1;
+                }
+            }
+            let eligible: Vec<String> = free
+                .into_iter()
+                .filter(|(_, n)| *n >= per_gpu)
+                .map(|(g, _)| format!("{g}::s0"))
+                .collect();
+            gpus = crate::preferred::gpu_slices(inv, &eligible, &[], k)
+                .iter()
+                .filter_map(|id| DeviceId::parse(id).ok().map(|d| d.uuid().to_string()))
+                .collect();
+            if gpus.len() != k {
+                return None;
+            }
+        }
+        let mut shape: Shape = match resource {
+            Resource::Gpu if gpus.len() == usize::try_from(size).ok()? => {
+                gpus.iter().map(|g| (0, g.clone(), 1)).collect()
+            }
+            Resource::GpuMemory => {
+                let even: Vec<(String, u64)> = gpus.iter().map(|g| (g.clone(), 0)).collect();
+                memory_split(size, &even, self.unit_bytes)
+                    .into_iter()
+                    .map(|(g, n)| (1, g, n))
+                    .collect()
+            }
+            _ => return None,
+        };
+        shape.sort();
+        pick(&shape, available, must_include)
     }
 
     fn record(&mut self, key: &ContainerKey, rname: &str, ids: &[String], resource: &Resource) {

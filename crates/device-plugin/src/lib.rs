@@ -17,11 +17,13 @@
 //!   after kubelet restarts.
 //! - [`pods`], [`publish`], [`verify`]: the Kubernetes side: the pod cache,
 //!   inventory publishing and PodResources verification.
-//! - [`config`], [`metrics`], [`http`], [`app`]: configuration, Prometheus
-//!   metrics, the HTTP endpoints, and the wiring of it all.
+//! - [`config`], [`metrics`], [`http`], [`app`], [`cli`]: configuration,
+//!   Prometheus metrics, the HTTP endpoints, the wiring of it all, and the
+//!   command line.
 
 pub mod app;
 pub mod backend;
+pub mod cli;
 pub mod config;
 pub mod devices;
 pub mod handoff;

@@ -161,18 +161,29 @@ impl DevicePlugin for DevicePluginService {
             let available = req.available_device_i_ds;
             let must = req.must_include_device_i_ds;
             let size = usize::try_from(req.allocation_size).unwrap_or(0);
-            let steered = self.ctx.handoff.lock().preferred(
-                &self.resource,
-                &available,
-                &must,
-                u32::try_from(size).unwrap_or(0),
-            );
-            let ids = match steered {
-                Some((key, ids)) => {
+            let (steered, aligned) = {
+                let h = self.ctx.handoff.lock();
+                let n = u32::try_from(size).unwrap_or(0);
+                let steered = h.preferred(&self.resource, &available, &must, n);
+                let aligned = match steered {
+                    Some(_) => None,
+                    None => h.preferred_unassigned(
+                        &snap.inventory,
+                        &self.resource,
+                        &available,
+                        &must,
+                        n,
+                    ),
+                };
+                (steered, aligned)
+            };
+            let ids = match (steered, aligned) {
+                (Some((key, ids)), _) => {
                     tracing::debug!(resource = %self.resource.name(), pod_uid = %key.uid, container = %key.container, "steering to assigned devices");
                     ids
                 }
-                None => match &self.resource {
+                (None, Some(ids)) => ids,
+                (None, None) => match &self.resource {
                     Resource::Gpu => {
                         preferred::gpu_slices(&snap.inventory, &available, &must, size)
                     }
