@@ -99,6 +99,7 @@ impl Kubelet {
             }
         }
         served?;
+        self.shared.update(|s| s.started_at = Some(Instant::now()));
         self.write_checkpoint()
     }
 
@@ -180,9 +181,26 @@ impl Kubelet {
             .map(|d| d.join(KUBELET_SOCKET_NAME))
     }
 
+    /// When `kubelet.sock` was last created; a plugin's re-registration
+    /// delay after a restart is its registration's `at` minus this.
+    pub fn started_at(&self) -> Option<Instant> {
+        self.shared.read(|s| s.started_at)
+    }
+
+    /// A receiver that changes whenever the stand-in's state does (e.g. to
+    /// mirror capacity into a Node object without polling).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.subscribe()
+    }
+
     /// Every `Register` call received, accepted or not, oldest first.
     pub fn registrations(&self) -> Vec<Registration> {
         self.shared.read(|s| s.registrations.clone())
+    }
+
+    /// `Register` calls being handled now (e.g. still dialling the plugin).
+    pub fn registrations_in_flight(&self) -> usize {
+        self.shared.read(|s| s.registering)
     }
 
     /// How many `Register` calls were accepted.

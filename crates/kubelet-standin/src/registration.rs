@@ -29,9 +29,15 @@ impl RegistrationApi for RegistrationService {
     /// error.
     async fn register(&self, request: Request<RegisterRequest>) -> Result<Response<Empty>, Status> {
         let req = request.into_inner();
-        let epoch = self.shared.read(|s| s.epoch);
+        let epoch = self.shared.update(|s| {
+            s.registering += 1;
+            s.epoch
+        });
+        // Counts down even if the plugin hangs up mid-call and this future is dropped.
+        let _in_flight = InFlight(Arc::clone(&self.shared));
         tracing::info!(resource = %req.resource_name, endpoint = %req.endpoint, version = %req.version, "registration request");
-        let outcome = self.connect(&req, epoch).await;
+        let mut dial_attempts = 0;
+        let outcome = self.connect(&req, epoch, &mut dial_attempts).await;
         let (options, outcome) = match outcome {
             Ok(options) => (Some(options), Ok(())),
             Err(message) => {
@@ -46,6 +52,7 @@ impl RegistrationApi for RegistrationService {
             requested_options: req.options,
             options,
             at: Instant::now(),
+            dial_attempts,
             outcome: outcome.clone(),
         };
         self.shared.update(|s| s.registrations.push(record));
@@ -56,11 +63,21 @@ impl RegistrationApi for RegistrationService {
     }
 }
 
+struct InFlight(Arc<Shared>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0
+            .update(|s| s.registering = s.registering.saturating_sub(1));
+    }
+}
+
 impl RegistrationService {
     async fn connect(
         &self,
         req: &RegisterRequest,
         epoch: u64,
+        dial_attempts: &mut u32,
     ) -> Result<proto::deviceplugin::DevicePluginOptions, String> {
         if !SUPPORTED_VERSIONS.contains(&req.version.as_str()) {
             return Err(format!(
@@ -75,7 +92,9 @@ impl RegistrationService {
             ));
         }
         let socket = self.shared.options.device_plugin_dir.join(&req.endpoint);
-        let channel = dial_plugin(&socket, self.shared.options.dial_timeout).await?;
+        let (channel, attempts) = dial_plugin(&socket, self.shared.options.dial_timeout).await;
+        *dial_attempts = attempts;
+        let channel = channel?;
         let mut client = DevicePluginClient::new(channel);
         let options = client
             .get_device_plugin_options(Empty {})

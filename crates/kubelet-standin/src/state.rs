@@ -30,6 +30,9 @@ pub struct Registration {
     /// uses these. `None` when the call was rejected before it got there.
     pub options: Option<DevicePluginOptions>,
     pub at: Instant,
+    /// How often kubelet tried to connect to the plugin's socket (0 when the
+    /// request was rejected before dialling).
+    pub dial_attempts: u32,
     /// `Err` holds the error message the plugin received.
     pub outcome: Result<(), String>,
 }
@@ -201,12 +204,16 @@ impl Resource {
 #[derive(Debug, Default)]
 pub(crate) struct State {
     pub(crate) running: bool,
+    /// When `kubelet.sock` was last created.
+    pub(crate) started_at: Option<Instant>,
     /// Bumped on every stop and start; work begun in an earlier epoch (a
     /// `Register` in flight when kubelet stopped) must not land.
     pub(crate) epoch: u64,
     pub(crate) next_generation: u64,
     pub(crate) resources: BTreeMap<String, Resource>,
     pub(crate) registrations: Vec<Registration>,
+    /// `Register` calls being handled right now.
+    pub(crate) registering: usize,
     pub(crate) pods: Vec<PodAllocation>,
     pub(crate) calls: Vec<PluginCall>,
     pub(crate) streams: Vec<AbortHandle>,

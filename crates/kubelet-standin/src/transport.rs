@@ -111,22 +111,26 @@ const DIAL_BACKOFF_BASE: Duration = Duration::from_secs(1);
 const DIAL_BACKOFF_FACTOR: f64 = 1.6;
 
 /// kubelet's blocking dial of a plugin (`grpc.WithBlock`, `timeout`): keeps
-/// trying until connected or the time is up. The error reads like kubelet's.
-pub(crate) async fn dial_plugin(path: &Path, timeout: Duration) -> Result<Channel, String> {
+/// trying until connected or the time is up. Returns the outcome (the error
+/// reads like kubelet's) and the number of connection attempts.
+pub(crate) async fn dial_plugin(path: &Path, timeout: Duration) -> (Result<Channel, String>, u32) {
     let deadline = Instant::now() + timeout;
     let mut backoff = DIAL_BACKOFF_BASE;
+    let mut attempts = 0;
     loop {
+        attempts += 1;
         let last = match tokio::time::timeout_at(deadline, connect_unix(path)).await {
-            Ok(Ok(channel)) => return Ok(channel),
+            Ok(Ok(channel)) => return (Ok(channel), attempts),
             Ok(Err(error)) => error_chain(&error),
             Err(_) => "context deadline exceeded".to_string(),
         };
         let retry_at = Instant::now() + backoff;
         if retry_at >= deadline {
             tokio::time::sleep_until(deadline).await;
-            return Err(format!(
+            let error = format!(
                 "failed to dial device plugin: context deadline exceeded (last error: {last})"
-            ));
+            );
+            return (Err(error), attempts);
         }
         tokio::time::sleep_until(retry_at).await;
         backoff = backoff.mul_f64(DIAL_BACKOFF_FACTOR);

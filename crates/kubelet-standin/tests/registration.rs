@@ -257,7 +257,7 @@ async fn a_second_registration_replaces_the_endpoint_and_the_old_stream_no_longe
     assert!(status.devices.iter().all(|d| d.id.starts_with("new-")));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_deletes_plugin_sockets_forgets_capacity_keeps_allocations_and_recreates_kubelet_sock()
  {
     let dir = tempfile::tempdir().unwrap();
@@ -324,11 +324,15 @@ async fn restart_deletes_plugin_sockets_forgets_capacity_keeps_allocations_and_r
         options(false),
         "GPUS",
     );
+    let changes = kubelet.subscribe();
     plugin
         .register(&kubelet.registration_socket(), GPU)
         .await
         .unwrap();
+    assert!(changes.has_changed().unwrap());
     kubelet.wait_for_healthy(GPU, 4, WAIT).await.unwrap();
+    let again = kubelet.registrations().pop().unwrap();
+    assert!(again.accepted() && again.at >= kubelet.started_at().unwrap());
     // Three devices are still held by the first pod.
     let big = Pod::new("u3", "default", "p3").container(Container::new("c").request(GPU, 2));
     assert!(matches!(
@@ -407,4 +411,35 @@ async fn dropping_the_kubelet_removes_its_sockets() {
     drop(kubelet);
     assert!(!socket.exists());
     assert!(!pr_socket.exists());
+}
+
+#[tokio::test]
+async fn register_keeps_dialling_until_the_plugin_serves_within_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubelet = kubelet(dir.path()).await;
+    let socket = kubelet.registration_socket();
+    let pending =
+        tokio::spawn(async move { register(&socket, VERSION, "late.sock", GPU, None).await });
+    // Serve only once kubelet is dialling (its first attempt has failed by
+    // the time the handler yields).
+    kubelet
+        .wait_until("a pending registration", WAIT, |k| {
+            k.registrations_in_flight() == 1
+        })
+        .await
+        .unwrap();
+    let plugin = FakePlugin::serve(
+        dir.path(),
+        "late.sock",
+        devices("gpu", 1),
+        options(false),
+        "GPUS",
+    );
+    pending.await.unwrap().unwrap();
+    kubelet.wait_for_healthy(GPU, 1, WAIT).await.unwrap();
+    let reg = kubelet.registrations().pop().unwrap();
+    assert!(reg.accepted());
+    assert!(reg.dial_attempts >= 2, "attempts: {}", reg.dial_attempts);
+    assert_eq!(kubelet.registrations_in_flight(), 0);
+    drop(plugin);
 }
