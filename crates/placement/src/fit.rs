@@ -1,0 +1,397 @@
+//! Feasibility: can a pod fit on a node, on which GPUs, and if not, why.
+
+use std::fmt;
+
+use crate::demand::{GpuNeed, MemoryNeed, PodDemand};
+use crate::model::{LinkLevel, model_matches};
+use crate::state::{GpuState, NodeState};
+
+/// A demand resolved against the ledger's model table, ready to test against
+/// many nodes.
+#[derive(Clone, Debug)]
+pub struct Prepared<'d> {
+    pub(crate) demand: &'d PodDemand,
+    /// Allowed flag per model id; `None` when any model will do.
+    pub(crate) allowed: Option<Vec<bool>>,
+}
+
+impl<'d> Prepared<'d> {
+    pub(crate) fn new(demand: &'d PodDemand, models: &[String]) -> Self {
+        let allowed = if demand.allowed_models.is_empty() {
+            None
+        } else {
+            Some(
+                models
+                    .iter()
+                    .map(|m| demand.allowed_models.iter().any(|a| model_matches(a, m)))
+                    .collect(),
+            )
+        };
+        Prepared { demand, allowed }
+    }
+
+    pub fn demand(&self) -> &'d PodDemand {
+        self.demand
+    }
+
+    pub(crate) fn allows(&self, model: u16) -> bool {
+        match &self.allowed {
+            None => true,
+            Some(a) => a.get(model as usize).copied().unwrap_or(false),
+        }
+    }
+}
+
+/// Which node state to test against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum View {
+    /// What is free now.
+    Now,
+    /// The node with nothing placed (healthy devices only): "could it ever fit".
+    Empty,
+}
+
+/// What is short on a node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Shortfall {
+    /// No GPU of an allowed model.
+    Model {
+        allowed: String,
+    },
+    Cpu {
+        need: u64,
+        free: u64,
+    },
+    Memory {
+        need: u64,
+        free: u64,
+    },
+    /// A container's GPUs: `available` is the largest set that would qualify.
+    Gpus {
+        container: String,
+        count: u32,
+        memory: MemoryNeed,
+        max_link: Option<LinkLevel>,
+        available: u32,
+    },
+    Mig {
+        container: String,
+        profile: String,
+    },
+}
+
+/// A node the pod does not fit on, and whether it ever could (false: it
+/// fits once other pods leave; true: its capacity is too small, the models
+/// are wrong, or its devices are unhealthy — kube-scheduler's
+/// FailedAndUnresolvableNodes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unfit {
+    pub shortfall: Shortfall,
+    pub permanent: bool,
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
+fn cores(milli: u64) -> String {
+    if milli.is_multiple_of(1000) {
+        format!("{}", milli / 1000)
+    } else {
+        format!("{:.2}", milli as f64 / 1000.0)
+    }
+}
+
+impl fmt::Display for Shortfall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Shortfall::Model { allowed } => write!(f, "no GPU of an allowed model ({allowed})"),
+            Shortfall::Cpu { need, free } => {
+                write!(f, "needs {} CPU; free: {}", cores(*need), cores(*free))
+            }
+            Shortfall::Memory { need, free } => {
+                write!(f, "needs {} host memory; free: {}", gib(*need), gib(*free))
+            }
+            Shortfall::Gpus {
+                container,
+                count,
+                memory,
+                max_link,
+                available,
+            } => {
+                let plural = if *count == 1 { "" } else { "s" };
+                let what = match memory {
+                    MemoryNeed::Whole | MemoryNeed::Milli(1000..) => {
+                        format!("{count} whole GPU{plural}")
+                    }
+                    MemoryNeed::Bytes(b) => format!("{count} GPU{plural} with {} free", gib(*b)),
+                    MemoryNeed::Milli(m) => {
+                        format!("{count} GPU{plural} with {:.1}% free", *m as f64 / 10.0)
+                    }
+                };
+                let link = match max_link {
+                    Some(l) if *count > 1 => format!(" on {}", l.domain_words()),
+                    _ => String::new(),
+                };
+                write!(
+                    f,
+                    "container {container} needs {what}{link}; largest free: {available}"
+                )
+            }
+            Shortfall::Mig { container, profile } => {
+                write!(
+                    f,
+                    "container {container} needs a free MIG {profile} instance; none free"
+                )
+            }
+        }
+    }
+}
+
+impl fmt::Display for Unfit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.shortfall.fmt(f)
+    }
+}
+
+/// One device a container gets, by position in the node's GPU list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Take {
+    pub pos: usize,
+    pub bytes: u64,
+    pub slices: u32,
+    pub mig: Option<usize>,
+}
+
+/// Devices per container, in demand order.
+pub(crate) type Plan = Vec<Vec<Take>>;
+
+/// Picks one GPU among candidates (positions) for a single-GPU shared container.
+pub(crate) trait Picker {
+    fn pick(&mut self, node: &NodeState, free: &[u64], candidates: &[usize], need: u64) -> usize;
+}
+
+/// The candidate with the least free memory (best fit); lowest position on ties.
+pub(crate) struct Tightest;
+
+impl Picker for Tightest {
+    fn pick(&mut self, _: &NodeState, free: &[u64], c: &[usize], _: u64) -> usize {
+        let mut best = c[0];
+        for &p in &c[1..] {
+            if free[p] < free[best] {
+                best = p;
+            }
+        }
+        best
+    }
+}
+
+/// Resources a plan would leave, for scoring.
+pub(crate) struct After {
+    pub free: Vec<u64>,
+}
+
+struct Work {
+    free: Vec<u64>,
+    slices: Vec<u32>,
+    mig_taken: Vec<Vec<bool>>,
+}
+
+impl Work {
+    fn of(node: &NodeState, view: View) -> Work {
+        match view {
+            View::Now => Work {
+                free: node.gpus.iter().map(|g| g.free).collect(),
+                slices: node.gpus.iter().map(|g| g.slices_free).collect(),
+                mig_taken: node
+                    .gpus
+                    .iter()
+                    .map(|g| g.mig.iter().map(|m| m.taken).collect())
+                    .collect(),
+            },
+            View::Empty => Work {
+                free: node.gpus.iter().map(|g| g.total).collect(),
+                slices: node.gpus.iter().map(|g| g.slices_total).collect(),
+                mig_taken: node.gpus.iter().map(|g| vec![false; g.mig.len()]).collect(),
+            },
+        }
+    }
+}
+
+/// Bytes `memory` takes from GPU `g` given what is free on it, or `None` if it
+/// does not fit there.
+fn take_on(g: &GpuState, memory: MemoryNeed, free: u64, slices: u32) -> Option<(u64, u32)> {
+    if !g.usable() {
+        return None;
+    }
+    match memory.bytes_on(g.total) {
+        None => (free == g.total && slices == g.slices_total).then_some((g.total, g.slices_total)),
+        Some(b) => (b <= free && slices >= 1).then_some((b, 1)),
+    }
+}
+
+/// Finds GPUs for every container of the pod on `node`, or says what is short.
+pub(crate) fn plan(
+    node: &NodeState,
+    prep: &Prepared<'_>,
+    view: View,
+    picker: &mut dyn Picker,
+) -> Result<(Plan, After), Shortfall> {
+    let d = prep.demand;
+    let (cpu_free, mem_free) = match view {
+        View::Now => (node.cpu_free, node.mem_free),
+        View::Empty => (node.cpu_total, node.mem_total),
+    };
+    if !d.containers.is_empty()
+        && prep.allowed.is_some()
+        && !node.gpus.iter().any(|g| prep.allows(g.model))
+    {
+        return Err(Shortfall::Model {
+            allowed: d.allowed_models.join("|"),
+        });
+    }
+    if d.cpu_milli > cpu_free {
+        return Err(Shortfall::Cpu {
+            need: d.cpu_milli,
+            free: cpu_free,
+        });
+    }
+    if d.memory_bytes > mem_free {
+        return Err(Shortfall::Memory {
+            need: d.memory_bytes,
+            free: mem_free,
+        });
+    }
+    let mut w = Work::of(node, view);
+    let mut out: Plan = Vec::with_capacity(d.containers.len());
+    let mut cands: Vec<usize> = Vec::with_capacity(node.gpus.len());
+    for c in &d.containers {
+        match &c.gpu {
+            GpuNeed::Gpus {
+                count,
+                memory,
+                max_link,
+            } => {
+                cands.clear();
+                let mut takes: Vec<(u64, u32)> = Vec::new();
+                for (p, g) in node.gpus.iter().enumerate() {
+                    if !prep.allows(g.model) {
+                        continue;
+                    }
+                    if let Some(t) = take_on(g, *memory, w.free[p], w.slices[p]) {
+                        cands.push(p);
+                        takes.push(t);
+                    }
+                }
+                let count = *count as usize;
+                let chosen: Vec<usize> = if count == 0 {
+                    Vec::new()
+                } else if cands.len() < count {
+                    return Err(Shortfall::Gpus {
+                        container: c.name.clone(),
+                        count: count as u32,
+                        memory: *memory,
+                        max_link: *max_link,
+                        available: cands.len() as u32,
+                    });
+                } else if count == 1 && max_link.is_none() {
+                    let need = takes[0].0;
+                    let shared = memory.bytes_on(node.gpus[cands[0]].total).is_some();
+                    if shared {
+                        vec![picker.pick(node, &w.free, &cands, need)]
+                    } else {
+                        vec![cands[0]]
+                    }
+                } else {
+                    // Preference among equally linked sets: whole GPUs in index
+                    // order, shared ones tightest first.
+                    let mut order: Vec<usize> = cands.clone();
+                    if memory.bytes_on(u64::MAX).is_some() {
+                        order.sort_by_key(|&p| (w.free[p], p));
+                    }
+                    match crate::topology::best_set(node, &order, count, *max_link) {
+                        Some(set) => set,
+                        None => {
+                            return Err(Shortfall::Gpus {
+                                container: c.name.clone(),
+                                count: count as u32,
+                                memory: *memory,
+                                max_link: *max_link,
+                                available: crate::topology::largest_group(node, &cands, *max_link)
+                                    as u32,
+                            });
+                        }
+                    }
+                };
+                let mut grants = Vec::with_capacity(chosen.len());
+                for p in chosen {
+                    let g = &node.gpus[p];
+                    let (bytes, slices) = match memory.bytes_on(g.total) {
+                        None => (g.total, g.slices_total),
+                        Some(b) => (b, 1),
+                    };
+                    w.free[p] -= bytes;
+                    w.slices[p] -= slices;
+                    grants.push(Take {
+                        pos: p,
+                        bytes,
+                        slices,
+                        mig: None,
+                    });
+                }
+                out.push(grants);
+            }
+            GpuNeed::Mig { profile } => {
+                // Pack MIG work: the GPU with the fewest free instances first.
+                let mut best: Option<(usize, usize, usize)> = None;
+                for (p, g) in node.gpus.iter().enumerate() {
+                    if !g.healthy || g.mig.is_empty() || !prep.allows(g.model) {
+                        continue;
+                    }
+                    let free_count = w.mig_taken[p].iter().filter(|t| !**t).count();
+                    if let Some(m) =
+                        g.mig.iter().enumerate().position(|(i, m)| {
+                            m.healthy && !w.mig_taken[p][i] && &m.profile == profile
+                        })
+                        && best.is_none_or(|(_, _, f)| free_count < f)
+                    {
+                        best = Some((p, m, free_count));
+                    }
+                }
+                match best {
+                    Some((p, m, _)) => {
+                        w.mig_taken[p][m] = true;
+                        out.push(vec![Take {
+                            pos: p,
+                            bytes: node.gpus[p].mig[m].memory,
+                            slices: 0,
+                            mig: Some(m),
+                        }]);
+                    }
+                    None => {
+                        return Err(Shortfall::Mig {
+                            container: c.name.clone(),
+                            profile: profile.clone(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    Ok((out, After { free: w.free }))
+}
+
+/// Feasibility with the "ever fits" judgement attached.
+pub(crate) fn check(
+    node: &NodeState,
+    prep: &Prepared<'_>,
+    picker: &mut dyn Picker,
+) -> Result<(Plan, After), Unfit> {
+    plan(node, prep, View::Now, picker).map_err(|shortfall| {
+        let permanent = plan(node, prep, View::Empty, &mut Tightest).is_err();
+        Unfit {
+            shortfall,
+            permanent,
+        }
+    })
+}

@@ -1,0 +1,371 @@
+//! Placement policies: how a node that fits is scored, and which GPU a
+//! shared single-GPU container gets on it.
+
+use std::fmt;
+use std::str::FromStr;
+
+use rand::{Rng, RngCore};
+
+use crate::fgd::{Bound, TypicalPods};
+use crate::fit::{After, Picker, Plan, Prepared, Tightest};
+use crate::state::NodeState;
+
+/// Policies selectable by name.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Policy {
+    /// Ours: least expected fragmentation (exact, no score rounding), then
+    /// tightest fit, then link quality; CPU-only pods go where CPU is least
+    /// needed by GPU work.
+    Gpupack,
+    /// A uniformly random node that fits.
+    Random,
+    /// The first node (in ledger order) that fits.
+    FirstFit,
+    /// The FGD simulator's BestFit: least CPU and GPU left after placing.
+    BestFit,
+    /// kube-scheduler's LeastAllocated: most CPU, memory and GPU memory left.
+    Spread,
+    /// The FGD simulator's GpuPacking: shared GPUs first, then used nodes,
+    /// then empty nodes.
+    Packing,
+    /// Fragmentation Gradient Descent as published, with its simulator's
+    /// integer scores (0–100, sigmoid of the fragmentation decrease).
+    Fgd,
+}
+
+impl Policy {
+    pub const ALL: [Policy; 7] = [
+        Policy::Gpupack,
+        Policy::Random,
+        Policy::FirstFit,
+        Policy::BestFit,
+        Policy::Spread,
+        Policy::Packing,
+        Policy::Fgd,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::Gpupack => "gpupack",
+            Policy::Random => "random",
+            Policy::FirstFit => "first-fit",
+            Policy::BestFit => "best-fit",
+            Policy::Spread => "spread",
+            Policy::Packing => "packing",
+            Policy::Fgd => "fgd",
+        }
+    }
+
+    /// Whether the policy reads the typical pod mix.
+    pub fn uses_typical_pods(self) -> bool {
+        matches!(self, Policy::Gpupack | Policy::Fgd)
+    }
+}
+
+impl fmt::Display for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A policy name that is not one of [`Policy::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown policy {0:?}; known: gpupack, random, first-fit, best-fit, spread, packing, fgd")]
+pub struct UnknownPolicy(pub String);
+
+impl FromStr for Policy {
+    type Err = UnknownPolicy;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let norm = s.trim().to_ascii_lowercase().replace('_', "-");
+        Policy::ALL
+            .into_iter()
+            .find(|p| p.name() == norm || p.name().replace('-', "") == norm)
+            .ok_or_else(|| UnknownPolicy(s.to_string()))
+    }
+}
+
+/// A policy bound to a ledger's model table and a typical pod mix; build one
+/// with [`crate::Ledger::scorer`] and rebuild it when the typical mix changes.
+#[derive(Clone, Debug)]
+pub struct Scorer {
+    pub(crate) policy: Policy,
+    pub(crate) typical: Bound,
+}
+
+impl Scorer {
+    pub(crate) fn new(policy: Policy, typical: &TypicalPods, models: &[String]) -> Scorer {
+        Scorer {
+            policy,
+            typical: Bound::new(typical, models),
+        }
+    }
+
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+}
+
+/// Thousandths free after taking `bytes` from a GPU.
+fn milli_of(free: u64, total: u64) -> u32 {
+    ((free as u128 * 1000 + total as u128 / 2) / total.max(1) as u128) as u32
+}
+
+pub(crate) fn milli_now(node: &NodeState) -> Vec<u32> {
+    node.gpus.iter().map(|g| g.free_milli).collect()
+}
+
+pub(crate) fn milli_after(node: &NodeState, after: &After) -> Vec<u32> {
+    node.gpus
+        .iter()
+        .zip(&after.free)
+        .map(|(g, &f)| if g.usable() { milli_of(f, g.total) } else { 0 })
+        .collect()
+}
+
+fn sigmoid(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// FGD's score for a fragmentation change, as its simulator computes it.
+fn fgd_score(before: f64, after: f64) -> f64 {
+    (sigmoid((before - after) / 1000.0) * 100.0).trunc()
+}
+
+/// GPU chooser per policy.
+pub(crate) enum Pick<'a> {
+    Tightest,
+    Loosest,
+    Lowest,
+    Random(&'a mut dyn RngCore),
+    /// Fragmentation-driven: best score wins, lowest position on ties.
+    Frag {
+        scorer: &'a Scorer,
+        models: &'a [String],
+        cpu_after: u64,
+        best: Option<f64>,
+    },
+}
+
+impl Picker for Pick<'_> {
+    fn pick(&mut self, node: &NodeState, free: &[u64], c: &[usize], need: u64) -> usize {
+        match self {
+            Pick::Tightest => Tightest.pick(node, free, c, need),
+            Pick::Lowest => c[0],
+            Pick::Loosest => {
+                let mut best = c[0];
+                for &p in &c[1..] {
+                    if free[p] > free[best] {
+                        best = p;
+                    }
+                }
+                best
+            }
+            Pick::Random(rng) => c[rng.random_range(0..c.len())],
+            Pick::Frag {
+                scorer,
+                models,
+                cpu_after,
+                best,
+            } => {
+                let mut milli: Vec<u32> = node
+                    .gpus
+                    .iter()
+                    .zip(free)
+                    .map(|(g, &f)| if g.usable() { milli_of(f, g.total) } else { 0 })
+                    .collect();
+                let before = scorer.typical.frag(node, &milli, node.cpu_free, models);
+                let mut chosen = c[0];
+                let mut top: Option<(f64, u64)> = None;
+                for &p in c {
+                    let g = &node.gpus[p];
+                    let take = need.min(free[p]);
+                    let old = milli[p];
+                    milli[p] = milli_of(free[p] - take, g.total);
+                    let after = scorer.typical.frag(node, &milli, *cpu_after, models);
+                    milli[p] = old;
+                    let score = match scorer.policy {
+                        Policy::Fgd => fgd_score(before, after),
+                        _ => before - after,
+                    };
+                    // gpupack breaks equal fragmentation by tightest fit.
+                    let better = match top {
+                        None => true,
+                        Some((s, f)) => {
+                            score > s
+                                || (scorer.policy == Policy::Gpupack && score == s && free[p] < f)
+                        }
+                    };
+                    if better {
+                        top = Some((score, free[p]));
+                        chosen = p;
+                    }
+                }
+                *best = top.map(|(s, _)| s);
+                chosen
+            }
+        }
+    }
+}
+
+impl<'a> Pick<'a> {
+    /// The chooser a policy uses when only the score matters.
+    pub(crate) fn for_scoring(
+        scorer: &'a Scorer,
+        models: &'a [String],
+        cpu_after: u64,
+    ) -> Pick<'a> {
+        match scorer.policy {
+            Policy::Fgd | Policy::Gpupack => Pick::Frag {
+                scorer,
+                models,
+                cpu_after,
+                best: None,
+            },
+            Policy::Spread => Pick::Loosest,
+            Policy::FirstFit => Pick::Lowest,
+            _ => Pick::Tightest,
+        }
+    }
+}
+
+/// CPU the FGD simulator's BestFit normalises by (128 cores) and GPU (8 GPUs).
+const MAX_SPEC_CPU: f64 = 128_000.0;
+const MAX_SPEC_GPU: f64 = 8_000.0;
+
+/// Scores a node the pod fits on; higher is better.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn score(
+    scorer: &Scorer,
+    models: &[String],
+    node: &NodeState,
+    node_pos: usize,
+    prep: &Prepared<'_>,
+    plan: &Plan,
+    after: &After,
+    frag_pick: Option<f64>,
+) -> f64 {
+    let d = prep.demand;
+    let gpu_milli: u64 = plan
+        .iter()
+        .flatten()
+        .filter(|t| t.mig.is_none())
+        .map(|t| milli_of(t.bytes, node.gpus[t.pos].total) as u64)
+        .sum();
+    let cpu_after = node.cpu_free - d.cpu_milli;
+    match scorer.policy {
+        Policy::Random => 0.0,
+        Policy::FirstFit => -(node_pos as f64),
+        Policy::BestFit => {
+            let s = 0.5 * (node.cpu_free - d.cpu_milli) as f64 / MAX_SPEC_CPU
+                + 0.5 * (node.idle_milli() - gpu_milli) as f64 / MAX_SPEC_GPU;
+            ((1.0 - s) * 100.0).trunc()
+        }
+        Policy::Spread => {
+            let mut parts = Vec::with_capacity(3);
+            if node.cpu_total > 0 {
+                parts.push(cpu_after as f64 / node.cpu_total as f64);
+            }
+            if node.mem_total > 0 {
+                parts.push((node.mem_free - d.memory_bytes) as f64 / node.mem_total as f64);
+            }
+            let total: u64 = node
+                .gpus
+                .iter()
+                .filter(|g| g.usable())
+                .map(|g| g.total)
+                .sum();
+            if total > 0 {
+                let free: u64 = node
+                    .gpus
+                    .iter()
+                    .zip(&after.free)
+                    .filter(|(g, _)| g.usable())
+                    .map(|(_, f)| *f)
+                    .sum();
+                parts.push(free as f64 / total as f64);
+            }
+            if parts.is_empty() {
+                0.0
+            } else {
+                100.0 * parts.iter().sum::<f64>() / parts.len() as f64
+            }
+        }
+        Policy::Packing => packing_score(node, plan),
+        Policy::Fgd | Policy::Gpupack => {
+            let before = scorer
+                .typical
+                .frag(node, &milli_now(node), node.cpu_free, models);
+            let frag_delta = match frag_pick {
+                Some(s) => s,
+                None => {
+                    let after_frag =
+                        scorer
+                            .typical
+                            .frag(node, &milli_after(node, after), cpu_after, models);
+                    if scorer.policy == Policy::Fgd {
+                        fgd_score(before, after_frag)
+                    } else {
+                        before - after_frag
+                    }
+                }
+            };
+            if scorer.policy == Policy::Fgd {
+                frag_delta
+            } else {
+                gpupack_score(node, prep, plan, frag_delta, gpu_milli)
+            }
+        }
+    }
+}
+
+/// Ours: fragmentation decrease first; among equal ones prefer the node left
+/// fullest (keeps empty nodes whole for large pods) and better links.
+fn gpupack_score(
+    node: &NodeState,
+    prep: &Prepared<'_>,
+    plan: &Plan,
+    frag_delta: f64,
+    gpu_milli: u64,
+) -> f64 {
+    let d = prep.demand;
+    let idle_after = node.idle_milli() - gpu_milli;
+    let link_bonus: f64 = plan
+        .iter()
+        .filter(|c| c.len() > 1)
+        .map(|c| {
+            let set: Vec<usize> = c.iter().map(|t| t.pos).collect();
+            (4 - crate::topology::worst_rank(node, &set).min(4)) as f64
+        })
+        .sum();
+    let cpu_left = (node.cpu_free - d.cpu_milli) as f64 / node.cpu_total.max(1) as f64;
+    frag_delta + 50.0 * link_bonus - 1e-3 * idle_after as f64 - 1e-3 * cpu_left
+}
+
+/// The FGD simulator's GpuPacking score.
+fn packing_score(node: &NodeState, plan: &Plan) -> f64 {
+    let takes: Vec<_> = plan.iter().flatten().filter(|t| t.mig.is_none()).collect();
+    if takes.is_empty() {
+        return 0.0;
+    }
+    let usable: Vec<_> = node.gpus.iter().filter(|g| g.usable()).collect();
+    let fully_free = usable.iter().filter(|g| g.fully_free()).count() as i64;
+    if fully_free == usable.len() as i64 {
+        return (100 / 3 - fully_free).max(fully_free) as f64;
+    }
+    let free_used = takes
+        .iter()
+        .filter(|t| node.gpus[t.pos].fully_free())
+        .count() as i64;
+    if free_used > 0 {
+        return (50 - free_used).max(100 / 3) as f64;
+    }
+    let ratio: i64 = takes
+        .iter()
+        .map(|t| node.gpus[t.pos].free_milli as i64 * 100 / 1000)
+        .sum();
+    (100 - ratio / 10).max(50) as f64
+}
