@@ -1,0 +1,333 @@
+//! The extender against the Kubernetes API stand-in: restart, deletion,
+//! 409 on bind, two replicas racing for one node, malformed annotations.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, DeleteParams};
+use proto::assignment::{ANNOTATION, PodAssignment};
+use proto::inventory::GpuNodeInventory;
+use scheduler_ext::synthetic::{inventory, pod};
+use support::*;
+
+async fn assignment(client: &kube::Client, name: &str) -> Option<PodAssignment> {
+    let p = Api::<Pod>::namespaced(client.clone(), "ml")
+        .get(name)
+        .await
+        .unwrap();
+    let node = p.spec.as_ref().and_then(|s| s.node_name.clone());
+    let a = p
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION))
+        .map(|t| PodAssignment::from_json(t).unwrap());
+    assert_eq!(
+        node.is_some(),
+        a.is_some(),
+        "node and assignment are written together"
+    );
+    a
+}
+
+async fn fits(ext: &scheduler_ext::Extender, p: &Pod, node: &str) -> bool {
+    let r = post_json(ext, "/filter", &args(p, &[node])).await;
+    r["NodeNames"].as_array().unwrap().iter().any(|n| n == node)
+}
+
+#[tokio::test]
+async fn binding_writes_node_and_assignment_at_once() {
+    let (_server, client) = cluster().await;
+    add_node(&client, &inventory("gpu-1", 8)).await;
+    let ext = extender(&client, "a").await;
+    let p = add_pod(&client, &pod("ml", "llama", "", 4, Some(160))).await;
+    let r = post_json(&ext, "/bind", &bind_args(&p, "gpu-1")).await;
+    assert_eq!(r["Error"], "");
+    let a = assignment(&client, "llama").await.unwrap();
+    assert_eq!(a.node, "gpu-1");
+    let gpus = &a.container("server").unwrap().gpus;
+    assert_eq!(gpus.len(), 4);
+    assert!(gpus.iter().all(|g| g.memory_bytes == 40 << 30));
+    // A second bind of the same pod is refused: it is bound already.
+    let r = post_json(&ext, "/bind", &bind_args(&p, "gpu-1")).await;
+    assert!(
+        r["Error"].as_str().unwrap().contains("already bound"),
+        "{r}"
+    );
+    ext.shutdown().await;
+}
+
+#[tokio::test]
+async fn ledger_is_rebuilt_after_a_restart() {
+    let (_server, client) = cluster().await;
+    add_node(&client, &inventory("gpu-1", 1)).await;
+    let first = extender(&client, "a").await;
+    let holder = add_pod(&client, &pod("ml", "holder", "", 1, None)).await;
+    assert_eq!(
+        post_json(&first, "/bind", &bind_args(&holder, "gpu-1")).await["Error"],
+        ""
+    );
+    first.shutdown().await;
+
+    let second = extender(&client, "b").await;
+    let (status, _) = http(&second, "GET", "/readyz", "").await;
+    assert_eq!(status, 200);
+    let newcomer = add_pod(&client, &pod("ml", "newcomer", "", 1, None)).await;
+    let r = post_json(&second, "/filter", &args(&newcomer, &["gpu-1"])).await;
+    assert_eq!(r["NodeNames"], serde_json::json!([]), "{r}");
+    assert!(
+        r["FailedNodes"]["gpu-1"]
+            .as_str()
+            .unwrap()
+            .contains("whole GPU"),
+        "{r}"
+    );
+    second.shutdown().await;
+}
+
+#[tokio::test]
+async fn deleting_a_pod_releases_its_gpus() {
+    let (_server, client) = cluster().await;
+    add_node(&client, &inventory("gpu-1", 2)).await;
+    let ext = extender(&client, "a").await;
+    let big = add_pod(&client, &pod("ml", "big", "", 2, None)).await;
+    assert_eq!(
+        post_json(&ext, "/bind", &bind_args(&big, "gpu-1")).await["Error"],
+        ""
+    );
+    let next = add_pod(&client, &pod("ml", "next", "", 1, Some(20))).await;
+    eventually("the watch sees the bound pod", || async {
+        !fits(&ext, &next, "gpu-1").await
+    })
+    .await;
+    Api::<Pod>::namespaced(client.clone(), "ml")
+        .delete("big", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("deletion frees the GPUs", || async {
+        fits(&ext, &next, "gpu-1").await
+    })
+    .await;
+    ext.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_409_on_the_binding_releases_the_reservation() {
+    let (server, client) = cluster().await;
+    add_node(&client, &inventory("gpu-1", 1)).await;
+    let ext = extender(&client, "a").await;
+    let p = add_pod(&client, &pod("ml", "raced", "", 1, None)).await;
+    // Every API answer takes 200 ms; while the extender is between its
+    // pre-check and its Binding, someone else binds the pod.
+    server.faults().latency(Duration::from_millis(200));
+    let store = server.store().clone();
+    let racer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        let mut stored: Pod = store.get_as(Some("ml"), "raced").unwrap().unwrap();
+        stored.spec.as_mut().unwrap().node_name = Some("elsewhere".into());
+        store.put_as(&stored).unwrap();
+    });
+    let r = post_json(&ext, "/bind", &bind_args(&p, "gpu-1")).await;
+    racer.await.unwrap();
+    server.faults().clear();
+    assert!(r["Error"].as_str().unwrap().contains("409"), "{r}");
+    let inv: GpuNodeInventory = Api::all(client.clone()).get("gpu-1").await.unwrap();
+    let reservations = inv
+        .metadata
+        .annotations
+        .unwrap_or_default()
+        .get(scheduler_ext::reservations::ANNOTATION)
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        !reservations.contains(p.metadata.uid.as_deref().unwrap()),
+        "{reservations}"
+    );
+    ext.shutdown().await;
+}
+
+#[tokio::test]
+async fn two_replicas_never_double_book_a_node() {
+    let (server, client) = cluster().await;
+    add_node(&client, &inventory("gpu-1", 2)).await;
+    let a = extender(&client, "a").await;
+    let b = extender(&client, "b").await;
+    // Room for four 40 GiB pods; eight ask, half through each replica,
+    // all at once, with a little API latency to interleave them.
+    server.faults().latency(Duration::from_millis(3));
+    let mut pods = Vec::new();
+    for i in 0..8 {
+        pods.push(add_pod(&client, &pod("ml", &format!("p{i}"), "", 1, Some(40))).await);
+    }
+    let bodies: Vec<_> = pods.iter().map(|p| bind_args(p, "gpu-1")).collect();
+    let binds = bodies.iter().enumerate().map(|(i, body)| {
+        let ext = if i % 2 == 0 { &a } else { &b };
+        post_json(ext, "/bind", body)
+    });
+    let replies = futures::future::join_all(binds).await;
+    let first_round = replies.iter().filter(|r| r["Error"] == "").count();
+    assert!(first_round <= 4, "{replies:?}");
+    // Retry the refused ones, as kube-scheduler would, until the node is full.
+    for p in &pods {
+        if assignment(&client, p.metadata.name.as_deref().unwrap())
+            .await
+            .is_none()
+        {
+            let ext = if first_round % 2 == 0 { &a } else { &b };
+            post_json(ext, "/bind", &bind_args(p, "gpu-1")).await;
+        }
+    }
+    let mut used: HashMap<String, u64> = HashMap::new();
+    let mut bound = 0;
+    for p in &pods {
+        if let Some(a) = assignment(&client, p.metadata.name.as_deref().unwrap()).await {
+            bound += 1;
+            for g in a.containers.iter().flat_map(|c| &c.gpus) {
+                *used.entry(g.uuid.clone()).or_default() += g.memory_bytes;
+            }
+        }
+    }
+    assert_eq!(bound, 4, "exactly the four that fit are bound: {used:?}");
+    assert!(
+        used.values().all(|&b| b <= 80 << 30),
+        "over-committed: {used:?}"
+    );
+    server.faults().clear();
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn malformed_annotations_get_an_event_and_change_nothing() {
+    let (server, client) = cluster().await;
+    add_node(&client, &inventory("gpu-1", 2)).await;
+    let ext = extender(&client, "a").await;
+    let mut bad = pod("ml", "bad", "", 1, None);
+    bad.metadata.annotations = Some(
+        [
+            (
+                "gpupack.io/model".to_string(),
+                "meta-llama/Llama-3.1-8B-Instruct".to_string(),
+            ),
+            (
+                "gpupack.io/tensor-parallel-size".to_string(),
+                "two".to_string(),
+            ),
+        ]
+        .into(),
+    );
+    let bad = add_pod(&client, &bad).await;
+    let good = add_pod(&client, &pod("ml", "good", "", 2, None)).await;
+    let before = post_json(&ext, "/filter", &args(&good, &["gpu-1"])).await;
+    server.requests().clear();
+
+    let r = post_json(&ext, "/filter", &args(&bad, &["gpu-1"])).await;
+    assert_eq!(r["NodeNames"], serde_json::json!([]));
+    let reason = r["FailedAndUnresolvableNodes"]["gpu-1"].as_str().unwrap();
+    assert!(
+        reason.contains("gpupack.io/tensor-parallel-size") && reason.contains("\"two\""),
+        "{reason}"
+    );
+    let r = post_json(&ext, "/bind", &bind_args(&bad, "gpu-1")).await;
+    assert!(
+        r["Error"]
+            .as_str()
+            .unwrap()
+            .contains("gpupack.io/tensor-parallel-size"),
+        "{r}"
+    );
+
+    let events: Api<Event> = Api::namespaced(client.clone(), "ml");
+    eventually("an Event on the pod", || async {
+        events
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("InvalidGpuRequest")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("bad")
+                    && e.note
+                        .as_deref()
+                        .unwrap_or_default()
+                        .contains("tensor-parallel-size")
+            })
+    })
+    .await;
+    // Nothing but the Event was written, and other pods are answered as before.
+    let writes: Vec<_> = server
+        .requests()
+        .all()
+        .into_iter()
+        .filter(|r| {
+            !matches!(r.verb.as_str(), "get" | "list" | "watch" | "other") && r.resource != "events"
+        })
+        .collect();
+    assert!(writes.is_empty(), "{writes:?}");
+    assert_eq!(
+        post_json(&ext, "/filter", &args(&good, &["gpu-1"])).await,
+        before
+    );
+    assert!(assignment(&client, "bad").await.is_none());
+    ext.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_reservation_of_another_replica_is_honoured_before_its_pod_is_bound() {
+    let (_server, client) = cluster().await;
+    let mut inv = inventory("gpu-1", 1);
+    // Another replica reserved the only GPU for a pod it has not bound yet.
+    let now = scheduler_ext::system_clock()();
+    let theirs = format!(
+        r#"{{"version":"v1","pods":{{"their-uid":{{"namespace":"ml","name":"theirs","expiresAt":{},"holder":"b",
+            "assignment":{{"version":"v1","node":"gpu-1","containers":[{{"name":"server","gpus":[{{"uuid":"GPU-gpu-1-0","index":0,"memoryBytes":{}}}]}}]}}}}}}}}"#,
+        now + 120,
+        80u64 << 30
+    );
+    inv.metadata.annotations =
+        Some([(scheduler_ext::reservations::ANNOTATION.to_string(), theirs)].into());
+    add_node(&client, &inv).await;
+    let ext = extender(&client, "a").await;
+    let p = add_pod(&client, &pod("ml", "mine", "", 1, Some(10))).await;
+    let r = post_json(&ext, "/filter", &args(&p, &["gpu-1"])).await;
+    assert!(r["FailedNodes"]["gpu-1"].as_str().is_some(), "{r}");
+    let r = post_json(&ext, "/bind", &bind_args(&p, "gpu-1")).await;
+    assert!(
+        r["Error"].as_str().unwrap().contains("no longer fits"),
+        "{r}"
+    );
+    assert!(assignment(&client, "mine").await.is_none());
+    ext.shutdown().await;
+}
+
+#[tokio::test]
+async fn lost_reservation_races_are_retried() {
+    let (server, client) = cluster().await;
+    add_node(&client, &inventory("gpu-1", 1)).await;
+    let ext = extender(&client, "a").await;
+    let p = add_pod(&client, &pod("ml", "p", "", 1, None)).await;
+    server.faults().conflict_next_writes(3);
+    let r = post_json(&ext, "/bind", &bind_args(&p, "gpu-1")).await;
+    assert_eq!(r["Error"], "", "{r}");
+    assert!(assignment(&client, "p").await.is_some());
+    let (_, metrics) = http(&ext, "GET", "/metrics", "").await;
+    assert!(
+        metrics.contains("gpupack_extender_bind_conflicts_total 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("gpupack_extender_pods_placed_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"gpupack_extender_gpu_memory_allocated_bytes{node="gpu-1"}"#),
+        "{metrics}"
+    );
+    ext.shutdown().await;
+}

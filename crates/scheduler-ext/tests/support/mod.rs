@@ -1,0 +1,124 @@
+//! Shared setup: an API server stand-in, extenders started against it, and
+//! a minimal HTTP client speaking to them as kube-scheduler does.
+#![allow(clippy::unwrap_used, dead_code)]
+
+use std::time::Duration;
+
+use apiserver_standin::{ApiServer, ResourceType};
+use k8s_openapi::api::core::v1::Pod;
+use kube::Client;
+use kube::api::{Api, PostParams};
+use proto::inventory::GpuNodeInventory;
+use scheduler_ext::{Args, Config, Extender, system_clock};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub async fn cluster() -> (ApiServer, Client) {
+    let server = ApiServer::start().await.unwrap();
+    server.register(ResourceType::gpu_node_inventory());
+    let client = server.client().await.unwrap();
+    (server, client)
+}
+
+pub async fn add_node(client: &Client, inv: &GpuNodeInventory) {
+    let api: Api<GpuNodeInventory> = Api::all(client.clone());
+    api.create(&PostParams::default(), inv).await.unwrap();
+}
+
+/// Creates the pod and returns it as stored (with its UID).
+pub async fn add_pod(client: &Client, pod: &Pod) -> Pod {
+    let ns = pod.metadata.namespace.clone().unwrap();
+    let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let mut p = pod.clone();
+    p.metadata.uid = None;
+    api.create(&PostParams::default(), &p).await.unwrap()
+}
+
+pub async fn extender(client: &Client, identity: &str) -> Extender {
+    let config = Config::resolve(Args {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        identity: Some(identity.into()),
+        event_interval_seconds: Some(1),
+        ..Args::default()
+    })
+    .unwrap();
+    let ext = Extender::start(client.clone(), &config, system_clock())
+        .await
+        .unwrap();
+    eventually("extender ready", || async { ext.readiness.is_ready() }).await;
+    ext
+}
+
+/// Polls `check` until it holds, for up to 10 s.
+pub async fn eventually<F, Fut>(what: &str, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..500 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+/// One HTTP/1.1 exchange, as Go's client would send it.
+pub async fn http(ext: &Extender, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(ext.addr()).await.unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: Go-http-client/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        ext.addr(),
+        body.len()
+    );
+    // A server refusing an oversized body may close before reading it all;
+    // its answer is still there to read.
+    let _ = s.write_all(req.as_bytes()).await;
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw).await;
+    let text = String::from_utf8(raw).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    (status, body)
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = s.split_once("\r\n").unwrap();
+        let n = usize::from_str_radix(size.trim(), 16).unwrap();
+        if n == 0 {
+            return out;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n + 2..];
+    }
+}
+
+pub async fn post_json(ext: &Extender, path: &str, body: &serde_json::Value) -> serde_json::Value {
+    let (status, text) = http(ext, "POST", path, &body.to_string()).await;
+    assert_eq!(status, 200, "{path}: {text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+/// kube-scheduler's filter/prioritize body for a pod, names only
+/// (`nodeCacheCapable: true`).
+pub fn args(pod: &Pod, nodes: &[&str]) -> serde_json::Value {
+    serde_json::json!({"Pod": pod, "Nodes": null, "NodeNames": nodes})
+}
+
+pub fn bind_args(pod: &Pod, node: &str) -> serde_json::Value {
+    serde_json::json!({
+        "PodName": pod.metadata.name, "PodNamespace": pod.metadata.namespace,
+        "PodUID": pod.metadata.uid, "Node": node
+    })
+}
