@@ -24,27 +24,32 @@ use crate::metrics::{Metrics, ResourceLabels};
 use crate::plugin::HandoffHandle;
 use crate::uds;
 
-/// Only gpupack's resources, per pod.
+/// Only gpupack's resources, per pod, with the device IDs of each
+/// (container, resource) gathered: kubelet reports one entry per device.
 pub fn recorded(list: &ListPodResourcesResponse) -> Vec<RecordedPod> {
     list.pod_resources
         .iter()
         .filter_map(|p| {
-            let devices: Vec<(String, String, Vec<String>)> = p
-                .containers
-                .iter()
-                .flat_map(|c| {
-                    c.devices
-                        .iter()
-                        .filter(|d| Resource::parse(&d.resource_name).is_some())
-                        .map(move |d| {
-                            (
-                                c.name.clone(),
-                                d.resource_name.clone(),
-                                d.device_ids.clone(),
-                            )
-                        })
-                })
-                .collect();
+            let mut devices: Vec<(String, String, Vec<String>)> = Vec::new();
+            for c in &p.containers {
+                for d in c
+                    .devices
+                    .iter()
+                    .filter(|d| Resource::parse(&d.resource_name).is_some())
+                {
+                    match devices
+                        .iter_mut()
+                        .find(|(n, r, _)| *n == c.name && *r == d.resource_name)
+                    {
+                        Some((_, _, ids)) => ids.extend(d.device_ids.iter().cloned()),
+                        None => devices.push((
+                            c.name.clone(),
+                            d.resource_name.clone(),
+                            d.device_ids.clone(),
+                        )),
+                    }
+                }
+            }
             (!devices.is_empty()).then(|| RecordedPod {
                 namespace: p.namespace.clone(),
                 name: p.name.clone(),
@@ -205,6 +210,11 @@ mod tests {
                                 topology: None,
                             },
                             ContainerDevices {
+                                resource_name: "gpupack.io/gpu".into(),
+                                device_ids: vec!["GPU-z::s1".into()],
+                                topology: None,
+                            },
+                            ContainerDevices {
                                 resource_name: "nvidia.com/gpu".into(),
                                 device_ids: vec!["GPU-y".into()],
                                 topology: None,
@@ -228,7 +238,7 @@ mod tests {
             vec![(
                 "c".into(),
                 "gpupack.io/gpu".into(),
-                vec!["GPU-x::s0".into()]
+                vec!["GPU-x::s0".into(), "GPU-z::s1".into()]
             )]
         );
     }
