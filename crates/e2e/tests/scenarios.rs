@@ -1,0 +1,471 @@
+//! The scenarios, on the local target (what CI runs): the real device
+//! plugin and extender binaries, the kubelet and API server stand-ins, and
+//! a driver replaying kube-scheduler's extender calls. With
+//! `E2E_TARGET=cluster` the cluster scenario runs against `KUBECONFIG`.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use e2e::local::{LocalCluster, LocalOptions, identity};
+use e2e::process::Programs;
+use e2e::spec::{self, NodeSpec, PodBuilder};
+use e2e::view::ClusterView;
+use proto::resources::GPU;
+
+fn programs() -> Programs {
+    Programs::new(env!("CARGO_BIN_EXE_e2e"))
+}
+
+/// One scenario at a time: each runs several processes, and CI has two
+/// cores; run in parallel they would measure the machine, not gpupack.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn start(nodes: Vec<NodeSpec>, extenders: usize) -> LocalCluster {
+    let mut o = LocalOptions::new(nodes);
+    o.extenders = extenders;
+    LocalCluster::start(programs(), o).await.unwrap()
+}
+
+fn running(names: &[String]) -> impl Fn(&ClusterView) -> bool + '_ {
+    move |v| {
+        names
+            .iter()
+            .all(|n| v.phase(n).as_deref() == Some("Running"))
+    }
+}
+
+fn names(pods: &[PodBuilder]) -> Vec<String> {
+    pods.iter().map(|p| p.name().to_string()).collect()
+}
+
+fn assert_clean(view: &ClusterView) {
+    let f = view.check();
+    assert!(
+        f.is_clean(),
+        "invariants broken: {f:#?}\n{}",
+        view.summary()
+    );
+}
+
+/// The ledger an extender reports equals the memory bound pods hold.
+async fn assert_ledger_matches(cluster: &LocalCluster, i: usize) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let view = cluster.view().await.unwrap();
+        let mut bound: BTreeMap<String, u64> = BTreeMap::new();
+        for ((node, uuid), holders) in view.bookings() {
+            let mig = view
+                .inventory(&node)
+                .and_then(|inv| {
+                    inv.spec
+                        .gpus
+                        .iter()
+                        .flat_map(|g| &g.mig_instances)
+                        .find(|m| m.uuid == uuid)
+                })
+                .map(|m| m.memory_bytes);
+            let held: u64 = holders.iter().map(|(_, b)| mig.unwrap_or(*b)).sum();
+            *bound.entry(node).or_insert(0) += held;
+        }
+        let ledger = cluster.ledger(i).await.unwrap();
+        let ledger: BTreeMap<String, u64> = ledger.into_iter().filter(|(_, v)| *v > 0).collect();
+        let bound: BTreeMap<String, u64> = bound.into_iter().filter(|(_, v)| *v > 0).collect();
+        if ledger == bound {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "extender {i}'s ledger {ledger:?} differs from what is bound {bound:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Every API call of a component is allowed by its ClusterRole.
+fn assert_rbac_covers(cluster: &LocalCluster) {
+    let dir = e2e::manifests::daemonset_dir().join("base");
+    let objects = match e2e::manifests::render(&dir) {
+        Ok(o) => o,
+        Err(e) => panic!("rendering {}: {e:#}", dir.display()),
+    };
+    let rules = e2e::manifests::rbac_rules(&objects);
+    let records = cluster.api.requests().all();
+    for (user, role) in [
+        (identity::DEVICE_PLUGIN, "gpupack-device-plugin"),
+        (identity::SCHEDULER_EXT, "gpupack-scheduler-extender"),
+    ] {
+        let role_rules: Vec<_> = rules
+            .iter()
+            .filter(|(n, _)| n == role)
+            .map(|(_, r)| r.clone())
+            .collect();
+        assert!(
+            !role_rules.is_empty(),
+            "no ClusterRole {role} in {}",
+            dir.display()
+        );
+        let calls = e2e::rbac::calls_of(&records, user);
+        assert!(
+            !calls.is_empty(),
+            "{user} made no API calls; is it using its kubeconfig?"
+        );
+        let denied: Vec<String> = calls
+            .iter()
+            .filter(|c| !e2e::rbac::allowed(&role_rules, c))
+            .map(|c| c.to_string())
+            .collect();
+        assert!(
+            denied.is_empty(),
+            "ClusterRole {role} does not allow what {user} did: {denied:#?}"
+        );
+    }
+}
+
+/// 1. The LLM mix on four nodes: every pod lands, TP pods on NVLink, each
+/// container's environment names exactly its GPUs and memory, no GPU's
+/// memory over-committed, the extender's ledger equals what is bound, and
+/// RBAC covers every call the components made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llm_mix_lands_everywhere_with_exact_environments() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let cluster = start(spec::default_cluster(), 1).await;
+    let workload = spec::default_workload();
+    let names = names(&workload);
+    cluster.submit(&workload).await.unwrap();
+    let view = cluster
+        .wait_for(
+            "every pod running",
+            Duration::from_secs(60),
+            running(&names),
+        )
+        .await
+        .unwrap();
+    assert_clean(&view);
+    let admitted: usize = view.admitted.as_ref().unwrap().values().map(Vec::len).sum();
+    assert_eq!(
+        admitted,
+        names.len(),
+        "each pod admitted once by its node's kubelet"
+    );
+    for tp in ["llama-70b-tp4-a", "mixtral-tp2-a", "mixtral-tp2-b"] {
+        let pod = view.pod(tp).unwrap();
+        let a = ClusterView::assignment(pod).unwrap();
+        assert!(
+            a.containers[0].gpus.len() > 1,
+            "{tp} got {:?}",
+            a.containers[0].gpus
+        );
+    }
+    for mig in ["mig-1g-a", "mig-3g"] {
+        assert_eq!(view.node_of(mig).as_deref(), Some("a100-mig"));
+    }
+    assert_ledger_matches(&cluster, 0).await;
+    assert_rbac_covers(&cluster);
+    let stats = cluster.drivers[0].stats();
+    assert!(
+        stats.prioritize_calls > 0 && stats.filter_calls >= names.len() as u64,
+        "{stats:?}"
+    );
+}
+
+/// 2. kubelet restarts while pods are admitted: the plugins register again
+/// and no device is given twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubelet_restart_during_admission_double_allocates_nothing() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let cluster = start(vec![NodeSpec::new("h100-a", spec::H100_NVSWITCH)], 1).await;
+    let first: Vec<PodBuilder> = (0..8)
+        .map(|i| PodBuilder::explicit(&format!("before-{i}"), 1, 20))
+        .collect();
+    cluster.submit(&first).await.unwrap();
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        cluster.restart_kubelet(0).await.unwrap();
+    }
+    // Pods whose admission met the restart fail as on kubelet
+    // (UnexpectedAdmissionError); none may stay unadmitted or share a device.
+    let names_first = names(&first);
+    let view = cluster
+        .wait_for(
+            "every pod admitted or rejected",
+            Duration::from_secs(60),
+            |v| {
+                names_first
+                    .iter()
+                    .all(|n| matches!(v.phase(n).as_deref(), Some("Running" | "Failed")))
+            },
+        )
+        .await
+        .unwrap();
+    assert_clean(&view);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cluster.healthy_gpu_devices(0) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the device plugin did not register again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after: Vec<PodBuilder> = (0..4)
+        .map(|i| PodBuilder::explicit(&format!("after-{i}"), 1, 20))
+        .collect();
+    cluster.submit(&after).await.unwrap();
+    let view = cluster
+        .wait_for(
+            "pods after the restart running",
+            Duration::from_secs(60),
+            running(&names(&after)),
+        )
+        .await
+        .unwrap();
+    assert_clean(&view);
+}
+
+/// 3. The extender is killed and restarted, repeatedly, mid-run: every pod
+/// lands, nothing is booked twice, no assignment is lost, and the ledger
+/// rebuilt from the API equals what is bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extender_killed_and_restarted_loses_nothing() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let mut cluster = start(
+        vec![
+            NodeSpec::new("h100-a", spec::H100_NVSWITCH),
+            NodeSpec::new("l40s-a", spec::L40S_PCIE),
+        ],
+        1,
+    )
+    .await;
+    let mut all = Vec::new();
+    for wave in 0..3 {
+        let pods: Vec<PodBuilder> = (0..6)
+            .map(|i| match i % 3 {
+                0 => PodBuilder::explicit(&format!("w{wave}-explicit-{i}"), 1, 10),
+                1 => PodBuilder::model(
+                    &format!("w{wave}-small-{i}"),
+                    "Qwen/Qwen2.5-0.5B-Instruct",
+                    1,
+                    4096,
+                ),
+                _ => PodBuilder::explicit(&format!("w{wave}-pair-{i}"), 2, 16),
+            })
+            .collect();
+        cluster.submit(&pods).await.unwrap();
+        all.extend(pods);
+        tokio::time::sleep(Duration::from_millis(100 + 150 * wave)).await;
+        cluster.kill_extender(0).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        cluster.restart_extender(0).await.unwrap();
+    }
+    let view = cluster
+        .wait_for(
+            "every pod running",
+            Duration::from_secs(90),
+            running(&names(&all)),
+        )
+        .await
+        .unwrap();
+    assert_clean(&view);
+    assert_ledger_matches(&cluster, 0).await;
+}
+
+/// 4. Two extender replicas, each behind its own scheduler, both binding
+/// the same pods at once: no double booking.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_extender_replicas_never_double_book() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let cluster = start(
+        vec![
+            NodeSpec::new("h100-a", spec::H100_NVSWITCH),
+            NodeSpec::new("l40s-a", spec::L40S_PCIE),
+        ],
+        2,
+    )
+    .await;
+    // More demand than fits, so the replicas compete for the last memory.
+    let pods: Vec<PodBuilder> = (0..30)
+        .map(|i| PodBuilder::explicit(&format!("p-{i}"), 1, 24))
+        .collect();
+    cluster.submit(&pods).await.unwrap();
+    let names = names(&pods);
+    let view = cluster
+        .wait_for("scheduling settled", Duration::from_secs(60), |v| {
+            v.running() >= 24
+                && names
+                    .iter()
+                    .all(|n| v.node_of(n).is_none() || v.phase(n).as_deref() == Some("Running"))
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let view = cluster.view().await.unwrap_or(view);
+    assert_clean(&view);
+    // 8 H100 hold 3 each, 4 L40S hold 1 each.
+    assert_eq!(view.running(), 28, "{}", view.summary());
+    let binds: u64 = cluster.drivers.iter().map(|d| d.stats().binds_ok).sum();
+    assert_eq!(binds, 28, "each pod bound exactly once");
+}
+
+/// 5. A GPU turns unhealthy: no new pod lands on it; once it recovers it
+/// takes pods again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unhealthy_gpu_takes_no_pods_until_it_recovers() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let cluster = start(vec![NodeSpec::new("l40s-a", spec::L40S_PCIE)], 1).await;
+    cluster.set_gpu_health(0, 0, false).await.unwrap();
+    cluster
+        .wait_for(
+            "GPU 0 unhealthy in the inventory",
+            Duration::from_secs(20),
+            |v| {
+                v.inventory("l40s-a")
+                    .is_some_and(|i| !i.spec.gpus[0].health.is_healthy())
+            },
+        )
+        .await
+        .unwrap();
+    let pods: Vec<PodBuilder> = (0..4)
+        .map(|i| PodBuilder::explicit(&format!("g-{i}"), 1, 40))
+        .collect();
+    cluster.submit(&pods).await.unwrap();
+    let view = cluster
+        .wait_for("three pods running", Duration::from_secs(30), |v| {
+            v.running() == 3
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let view = cluster.view().await.unwrap_or(view);
+    assert_eq!(view.running(), 3, "{}", view.summary());
+    let gpu0 = view.inventory("l40s-a").unwrap().spec.gpus[0].uuid.clone();
+    assert!(
+        !view.bookings().keys().any(|(_, u)| *u == gpu0),
+        "a pod landed on the unhealthy GPU: {:?}",
+        view.bookings()
+    );
+    cluster.set_gpu_health(0, 0, true).await.unwrap();
+    let view = cluster
+        .wait_for(
+            "the fourth pod running",
+            Duration::from_secs(30),
+            running(&names(&pods)),
+        )
+        .await
+        .unwrap();
+    assert!(view.bookings().keys().any(|(_, u)| *u == gpu0));
+    assert_clean(&view);
+}
+
+/// 6. Bad input: malformed annotations, an unknown model, impossible
+/// requests. Each pod gets an Event with the reason and stays Pending;
+/// nothing else changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_leaves_pods_pending_with_the_reason() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let cluster = start(vec![NodeSpec::new("h100-a", spec::H100_NVSWITCH)], 1).await;
+    let bad = vec![
+        PodBuilder::model("bad-tp", "meta-llama/Llama-3.1-8B-Instruct", 1, 4096)
+            .annotation(proto::annotations::TENSOR_PARALLEL_SIZE, "two"),
+        PodBuilder::model("unknown-model", "acme/NoSuchModel-13B", 1, 4096),
+        PodBuilder::explicit("too-many-gpus", 9, 90),
+        PodBuilder::explicit("too-much-memory", 1, 200),
+        PodBuilder::explicit("uneven-memory", 2, 3),
+    ];
+    let good = vec![PodBuilder::explicit("good", 1, 10)];
+    cluster.submit(&bad).await.unwrap();
+    cluster.submit(&good).await.unwrap();
+    let bad_names = names(&bad);
+    let view = cluster
+        .wait_for(
+            "good pod running, bad pods explained",
+            Duration::from_secs(30),
+            |v| {
+                v.phase("good").as_deref() == Some("Running")
+                    && bad_names.iter().all(|n| !v.events_of(n).is_empty())
+            },
+        )
+        .await
+        .unwrap();
+    for n in &bad_names {
+        assert_eq!(view.node_of(n), None, "{n} was bound");
+        let pod = view.pod(n).unwrap();
+        assert!(
+            ClusterView::assignment(pod).is_none(),
+            "{n} got an assignment"
+        );
+        let events = view.events_of(n);
+        assert!(events.iter().all(|(_, m)| !m.is_empty()), "{n}: {events:?}");
+    }
+    let tp = view.events_of("bad-tp");
+    assert!(
+        tp.iter().any(|(_, m)| m.contains("tensor-parallel-size")),
+        "the event names the annotation: {tp:?}"
+    );
+    let unknown = view.events_of("unknown-model");
+    assert!(
+        unknown.iter().any(|(_, m)| m.contains("NoSuchModel")),
+        "{unknown:?}"
+    );
+    assert_clean(&view);
+    assert_eq!(view.bookings().len(), 1, "only the good pod holds memory");
+    assert_ledger_matches(&cluster, 0).await;
+}
+
+/// 7. API faults: conflicts on writes, slow responses and a burst of
+/// 503s; everything converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_conflicts_and_latency_converge() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let cluster = start(
+        vec![
+            NodeSpec::new("h100-a", spec::H100_NVSWITCH),
+            NodeSpec::new("a100-mig", spec::A100_MIG),
+        ],
+        1,
+    )
+    .await;
+    cluster.api.faults().conflict_probability(0.3, 11);
+    cluster.api.faults().latency(Duration::from_millis(20));
+    cluster.api.faults().fail_next(503, 5);
+    let pods: Vec<PodBuilder> = (0..10)
+        .map(|i| match i % 3 {
+            0 => PodBuilder::model(
+                &format!("m-{i}"),
+                "meta-llama/Llama-3.1-8B-Instruct",
+                1,
+                4096,
+            ),
+            1 => PodBuilder::explicit(&format!("e-{i}"), 2, 40),
+            // The A100 has two 1g.10gb instances and one 2g.20gb.
+            _ => PodBuilder::mig(
+                &format!("mig-{i}"),
+                if i == 8 { "2g.20gb" } else { "1g.10gb" },
+            ),
+        })
+        .collect();
+    // The harness's own writes may meet injected conflicts too: retry.
+    for p in &pods {
+        let mut tries = 0;
+        while let Err(e) = cluster.submit(std::slice::from_ref(p)).await {
+            tries += 1;
+            assert!(tries < 20, "creating {}: {e:#}", p.name());
+        }
+    }
+    let view = cluster
+        .wait_for(
+            "every pod running under faults",
+            Duration::from_secs(90),
+            running(&names(&pods)),
+        )
+        .await
+        .unwrap();
+    let injected = cluster.api.faults().injected();
+    assert!(
+        injected.conflicts > 0,
+        "no conflict was injected: {injected:?}"
+    );
+    cluster.api.faults().clear();
+    assert_clean(&view);
+    assert_ledger_matches(&cluster, 0).await;
+    let _ = GPU;
+}
