@@ -356,10 +356,11 @@ impl ClusterView {
         }
     }
 
-    /// One line per pod: name, phase, node.
+    /// One line per pod that is not running: name, phase, node.
     pub fn summary(&self) -> String {
         self.pods
             .iter()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Running"))
             .map(|p| {
                 format!(
                     "{} {} {}",

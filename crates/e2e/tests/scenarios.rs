@@ -469,3 +469,26 @@ async fn api_conflicts_and_latency_converge() {
     assert_ledger_matches(&cluster, 0).await;
     let _ = GPU;
 }
+
+/// The cluster target: the LLM mix against a real cluster (`E2E_TARGET=cluster`
+/// and `KUBECONFIG`, e.g. after `daemonset/kind/run.sh`). Skipped otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_target_llm_mix() {
+    if !e2e::cluster::selected() {
+        eprintln!("skipped: set E2E_TARGET=cluster and KUBECONFIG to run against a real cluster");
+        return;
+    }
+    let cluster = e2e::cluster::RealCluster::connect().await.unwrap();
+    let workload = spec::default_workload();
+    let names = names(&workload);
+    cluster.submit(&workload).await.unwrap();
+    let view = cluster
+        .wait_for(
+            "every pod running",
+            Duration::from_secs(300),
+            running(&names),
+        )
+        .await
+        .unwrap();
+    assert_clean(&view);
+}
