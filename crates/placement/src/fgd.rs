@@ -13,6 +13,9 @@ use crate::demand::{GpuNeed, MemoryNeed, PodDemand};
 use crate::model::model_matches;
 use crate::state::NodeState;
 
+/// Most kinds of typical pods kept: each costs time in every score.
+pub const MAX_KINDS: usize = 48;
+
 /// A workload's typical pods with their probabilities (summing to 1).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct TypicalPods {
@@ -36,7 +39,8 @@ impl TypicalPods {
 
     /// The most frequent demands of a workload that together make up at
     /// least `coverage` (0–1) of it, most frequent first, re-normalised — the
-    /// FGD simulator's rule (95 %, one spec at a time). Host memory is left
+    /// FGD simulator's rule (95 %, one spec at a time) — and at most
+    /// [`MAX_KINDS`] kinds. Host memory is left
     /// out of the key, as the measure does not use it.
     pub fn from_workload<'a>(
         demands: impl IntoIterator<Item = &'a PodDemand>,
@@ -70,7 +74,7 @@ impl TypicalPods {
         let want = coverage.clamp(0.0, 1.0) * total;
         let mut cum = 0.0;
         let mut keep = 0;
-        while keep < list.len() && (cum < want || keep == 0) {
+        while keep < list.len() && keep < MAX_KINDS && (cum < want || keep == 0) {
             cum += list[keep].1;
             keep += 1;
         }
@@ -136,14 +140,16 @@ impl Typ {
     }
 }
 
-/// Typical pods bound to a ledger's model table.
+/// Typical pods bound to a ledger's model table and GPU sizes.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Bound {
     pub typs: Vec<Typ>,
+    /// Per GPU size in the ledger, each typical pod's need in thousandths.
+    needs: Vec<(u64, Vec<u32>)>,
 }
 
 impl Bound {
-    pub fn new(t: &TypicalPods, models: &[String]) -> Bound {
+    pub fn new(t: &TypicalPods, models: &[String], totals: &[u64]) -> Bound {
         let typs = t
             .pods
             .iter()
@@ -173,8 +179,17 @@ impl Bound {
                     allowed,
                 }
             })
+            .collect::<Vec<Typ>>();
+        let needs = totals
+            .iter()
+            .map(|&total| {
+                (
+                    total,
+                    typs.iter().map(|t| t.memory.milli_on(total)).collect(),
+                )
+            })
             .collect();
-        Bound { typs }
+        Bound { typs, needs }
     }
 
     /// Expected fragment amount of `node` if its GPUs had `milli` free
@@ -184,16 +199,31 @@ impl Bound {
         if idle == 0 {
             return 0.0;
         }
+        // Each GPU's row of needs, resolved once per call.
+        let rows: Vec<Option<&Vec<u32>>> = node
+            .gpus
+            .iter()
+            .map(|g| {
+                self.needs
+                    .iter()
+                    .find(|(t, _)| *t == g.total)
+                    .map(|(_, v)| v)
+            })
+            .collect();
         let mut acc = 0.0;
-        for t in &self.typs {
+        for (k, t) in self.typs.iter().enumerate() {
             if t.count == 0 || cpu_free < t.cpu {
                 acc += t.p * idle as f64;
                 continue;
             }
             let mut fits = 0u32;
             let mut short: u64 = 0;
-            for (g, &m) in node.gpus.iter().zip(milli) {
-                let need = t.fixed_milli.unwrap_or_else(|| t.memory.milli_on(g.total));
+            for ((g, &m), row) in node.gpus.iter().zip(milli).zip(&rows) {
+                let need = match (t.fixed_milli, row) {
+                    (Some(n), _) => n,
+                    (None, Some(r)) => r[k],
+                    (None, None) => t.memory.milli_on(g.total),
+                };
                 if m >= need && m > 0 && t.allows(g.model, models) {
                     fits += 1;
                 } else {

@@ -325,7 +325,13 @@ impl Ledger {
     /// Binds a policy (and, for `fgd` and `gpupack`, the typical pod mix) to
     /// this ledger. Rebuild it when the typical mix changes.
     pub fn scorer(&self, policy: Policy, typical: &TypicalPods) -> Scorer {
-        Scorer::new(policy, typical, &self.models)
+        let mut totals: Vec<u64> = Vec::new();
+        for g in self.nodes.iter().flatten().flat_map(|n| &n.gpus) {
+            if !totals.contains(&g.total) {
+                totals.push(g.total);
+            }
+        }
+        Scorer::new(policy, typical, &self.models, &totals)
     }
 
     /// Filter: does the pod fit on the node now, and if not, why and whether

@@ -97,10 +97,15 @@ pub struct Scorer {
 }
 
 impl Scorer {
-    pub(crate) fn new(policy: Policy, typical: &TypicalPods, models: &[String]) -> Scorer {
+    pub(crate) fn new(
+        policy: Policy,
+        typical: &TypicalPods,
+        models: &[String],
+        totals: &[u64],
+    ) -> Scorer {
         Scorer {
             policy,
-            typical: Bound::new(typical, models),
+            typical: Bound::new(typical, models, totals),
         }
     }
 
@@ -180,8 +185,16 @@ impl Picker for Pick<'_> {
                 let before = scorer.typical.frag(node, &milli, node.cpu_free, models);
                 let mut chosen = c[0];
                 let mut top: Option<(f64, u64)> = None;
-                for &p in c {
+                for (k, &p) in c.iter().enumerate() {
                     let g = &node.gpus[p];
+                    // GPUs alike in model, size and free memory score alike.
+                    if c[..k].iter().any(|&q| {
+                        free[q] == free[p]
+                            && node.gpus[q].total == g.total
+                            && node.gpus[q].model == g.model
+                    }) {
+                        continue;
+                    }
                     let take = need.min(free[p]);
                     let old = milli[p];
                     milli[p] = milli_of(free[p] - take, g.total);
