@@ -459,6 +459,17 @@ impl Handoff {
     /// first, each with its expected shape. Assignments that cannot meet
     /// the request are reported in `broken`.
     fn candidates(&self, resource: &Resource, size: u32) -> (Vec<Candidate<'_>>, bool) {
+        self.candidates_where(resource, size, &|_| true)
+    }
+
+    /// [`Handoff::candidates`] limited to assignments passing `keep`, a
+    /// cheap test that spares computing shapes that cannot match.
+    fn candidates_where(
+        &self,
+        resource: &Resource,
+        size: u32,
+        keep: &dyn Fn(&ContainerAssignment) -> bool,
+    ) -> (Vec<Candidate<'_>>, bool) {
         let mut out = Vec::new();
         let mut any_assigned = false;
         let rname = resource.name();
@@ -477,6 +488,9 @@ impl Handoff {
                         let Some(ca) = a.container(&c.name) else {
                             continue;
                         };
+                        if !keep(ca) {
+                            continue;
+                        }
                         let Some(shape) = expected_shape(ca, resource, size, self.unit_bytes)
                         else {
                             continue;
@@ -533,7 +547,12 @@ impl Handoff {
         };
         let size = u32::try_from(ids.len()).unwrap_or(u32::MAX);
         let rname = resource.name();
-        let (cands, any_assigned) = self.candidates(resource, size);
+        let named = |ca: &ContainerAssignment| {
+            shape.iter().all(|(_, u, _)| {
+                ca.gpus.iter().any(|g| g.uuid == *u) || ca.mig.iter().any(|m| m.uuid == *u)
+            })
+        };
+        let (cands, any_assigned) = self.candidates_where(resource, size, &named);
         let mut matching = cands.iter().filter(|c| c.shape == shape);
         if let Some(best) = matching.next() {
             let sig = signature(best.assignment);
@@ -547,14 +566,6 @@ impl Handoff {
                 ambiguous,
             };
         }
-        let described: Vec<String> = cands
-            .iter()
-            .take(3)
-            .map(|c| {
-                let p = &self.pods[&c.key.uid].record;
-                format!("{}/{} container {}", p.namespace, p.name, c.key.container)
-            })
-            .collect();
         drop(cands);
 
         // A pod without an assignment that requests this much.
@@ -592,6 +603,15 @@ impl Handoff {
             return AllocateOutcome::Retry;
         }
         if any_assigned {
+            let (all, _) = self.candidates(resource, size);
+            let described: Vec<String> = all
+                .iter()
+                .take(3)
+                .map(|c| {
+                    let p = &self.pods[&c.key.uid].record;
+                    format!("{}/{} container {}", p.namespace, p.name, c.key.container)
+                })
+                .collect();
             let pending = if described.is_empty() {
                 "a pod whose assignment cannot be read".to_string()
             } else {

@@ -148,12 +148,17 @@ pub async fn run(
                 ready.send_replace(false);
                 round.stop().await;
                 tracing::warn!(error = %e, retry_ms = backoff.as_millis() as u64, "registration with kubelet failed; retrying");
+                // Woken early by kubelet.sock appearing: the inotify event,
+                // or a cheap check in case the event came before this wait.
+                let existed = kubelet_sock.exists();
                 let wait = tokio::time::sleep(backoff);
                 tokio::pin!(wait);
+                let mut poll = tokio::time::interval(Duration::from_millis(20));
                 loop {
                     tokio::select! {
                         _ = &mut wait => break,
                         t = triggers.recv() => if t == Some(Trigger::KubeletCreated) { break },
+                        _ = poll.tick() => if !existed && kubelet_sock.exists() { break },
                         _ = shutdown.cancelled() => return Ok(()),
                     }
                 }
