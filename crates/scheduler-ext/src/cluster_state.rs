@@ -71,12 +71,150 @@ pub struct ClusterState {
     bound: HashMap<PodKey, PodAssignment>,
     /// Bound pods by UID, to tell reservations of bound pods apart.
     bound_uids: HashMap<String, PodKey>,
+    /// Each node's state signature, for answering many nodes in the same
+    /// state once per request.
+    sigs: FnvMap<Signature>,
     policy: Policy,
     typical: TypicalPods,
     scorer: Scorer,
 }
 
+/// A node's shape and what each pod holds there, hashed. Nodes with equal
+/// signatures are in equal states: a pod fits them alike, with the same
+/// reason and score. (Different states with equal signatures would need a
+/// 64-bit collision; bind re-checks against the API regardless.)
+///
+/// It also caches what the per-node hot path of filter and prioritize
+/// needs, so that each candidate costs one lookup.
+struct Signature {
+    id: NodeId,
+    unit: u64,
+    shape: u64,
+    holdings: HashMap<PodKey, u64>,
+    /// Wrapping sum of `holdings`: order-free, updated in O(1).
+    sum: u64,
+    /// `hash(shape, sum)`, kept current.
+    value: u64,
+}
+
+impl Signature {
+    fn refresh(&mut self) {
+        self.value = hash_of(&(self.shape, self.sum));
+    }
+}
+
+/// FNV-1a: node names are short, and the hot path hashes one per candidate.
+#[derive(Default, Clone, Copy)]
+struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type FnvMap<V> = HashMap<String, V, std::hash::BuildHasherDefault<Fnv>>;
+
+fn hash_of<T: std::hash::Hash>(v: &T) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(v)
+}
+
+fn shape_of(inv: &NodeInventory) -> u64 {
+    let gpus: Vec<_> = inv
+        .gpus
+        .iter()
+        .map(|g| {
+            let migs: Vec<_> = g
+                .mig_instances
+                .iter()
+                .map(|m| (&m.profile, m.memory_bytes, m.health.is_healthy()))
+                .collect();
+            (
+                g.index,
+                &g.product,
+                g.memory_bytes,
+                g.health.is_healthy(),
+                g.numa_node,
+                g.mig_enabled,
+                migs,
+            )
+        })
+        .collect();
+    let links: Vec<_> = inv
+        .links
+        .iter()
+        .map(|l| (l.a, l.b, l.nvlinks, l.nvswitch, l.pcie as u8))
+        .collect();
+    hash_of(&(inv.slices_per_gpu, inv.memory_unit_bytes, gpus, links))
+}
+
+fn holding_hash(a: &Allocation) -> u64 {
+    let grants: Vec<_> = a
+        .containers
+        .iter()
+        .flat_map(|c| &c.gpus)
+        .map(|g| (g.index, g.memory_bytes, g.slices, &g.mig_uuid))
+        .collect();
+    hash_of(&grants)
+}
+
 impl ClusterState {
+    /// Releases whatever the pod holds, keeping signatures in step.
+    fn release(&mut self, key: &PodKey) -> Option<Allocation> {
+        let alloc = self.ledger.release(key)?;
+        self.forget_holding(&alloc.node, key);
+        Some(alloc)
+    }
+
+    fn forget_holding(&mut self, node: &str, key: &PodKey) {
+        if let Some(sig) = self.sigs.get_mut(node)
+            && let Some(h) = sig.holdings.remove(key)
+        {
+            sig.sum = sig.sum.wrapping_sub(h);
+            sig.refresh();
+        }
+    }
+
+    fn note_holding(&mut self, key: &PodKey, alloc: &Allocation) {
+        let h = holding_hash(alloc);
+        let Some(sig) = self.sigs.get_mut(&alloc.node) else {
+            return;
+        };
+        if let Some(old) = sig.holdings.insert(key.clone(), h) {
+            sig.sum = sig.sum.wrapping_sub(old);
+        }
+        sig.sum = sig.sum.wrapping_add(h);
+        sig.refresh();
+    }
+
+    fn hold(
+        &mut self,
+        key: PodKey,
+        alloc: Allocation,
+        expires_at: Option<u64>,
+    ) -> Result<(), String> {
+        let noted = alloc.clone();
+        match expires_at {
+            None => self.ledger.adopt(key.clone(), alloc),
+            Some(t) => self.ledger.reserve(key.clone(), alloc, t),
+        }
+        .map_err(|e| e.to_string())?;
+        self.note_holding(&key, &noted);
+        Ok(())
+    }
+
     pub fn new(policy: Policy) -> ClusterState {
         let ledger = Ledger::new();
         let typical = default_typical();
@@ -87,6 +225,7 @@ impl ClusterState {
             invalid: HashMap::new(),
             bound: HashMap::new(),
             bound_uids: HashMap::new(),
+            sigs: FnvMap::default(),
             policy,
             typical,
             scorer,
@@ -136,16 +275,31 @@ impl ClusterState {
             return problems;
         }
         let spec = node_spec(&obj.spec);
-        if let Err(e) = self.ledger.upsert_node(&spec) {
-            self.remove_inventory(&name);
-            self.invalid.insert(name.clone(), e.to_string());
-            problems.push(Problem::BadInventory {
-                node: name,
-                reason: e.to_string(),
-            });
-            return problems;
-        }
+        let id = match self.ledger.upsert_node(&spec) {
+            Ok((id, _)) => id,
+            Err(e) => {
+                self.remove_inventory(&name);
+                self.invalid.insert(name.clone(), e.to_string());
+                problems.push(Problem::BadInventory {
+                    node: name,
+                    reason: e.to_string(),
+                });
+                return problems;
+            }
+        };
         self.invalid.remove(&name);
+        let shape = shape_of(&obj.spec);
+        let unit = obj.spec.memory_unit_bytes;
+        let sig = self.sigs.entry(name.clone()).or_insert_with(|| Signature {
+            id,
+            unit,
+            shape,
+            holdings: HashMap::new(),
+            sum: 0,
+            value: 0,
+        });
+        (sig.id, sig.unit, sig.shape) = (id, unit, shape);
+        sig.refresh();
         let inventory = Arc::new(obj.spec.clone());
         let previous = self.nodes.insert(
             name.clone(),
@@ -163,7 +317,7 @@ impl ClusterState {
             .map(|(k, a)| (k.clone(), a.clone()))
             .collect();
         for (key, a) in on_node {
-            self.ledger.release(&key);
+            self.release(&key);
             if let Err(reason) = self.adopt(&key, &a, &inventory) {
                 problems.push(Problem::BadHolding { pod: key, reason });
             }
@@ -172,7 +326,7 @@ impl ClusterState {
         // the current ones.
         for key in previous.map(|p| p.annotated).unwrap_or_default() {
             if !self.bound.contains_key(&key) {
-                self.ledger.release(&key);
+                self.release(&key);
             }
         }
         let value = obj
@@ -192,10 +346,9 @@ impl ClusterState {
                         continue;
                     };
                     // A local reservation for the same pod is replaced.
-                    self.ledger.release(&key);
+                    self.release(&key);
                     if self
-                        .ledger
-                        .reserve(key.clone(), alloc, entry.expires_at)
+                        .hold(key.clone(), alloc, Some(entry.expires_at))
                         .is_ok()
                     {
                         annotated.push(key);
@@ -217,6 +370,7 @@ impl ClusterState {
     /// Forgets a node's inventory: it takes nothing until it is back.
     pub fn remove_inventory(&mut self, node: &str) {
         self.ledger.remove_node(node);
+        self.sigs.remove(node);
         self.nodes.remove(node);
         self.invalid.remove(node);
     }
@@ -249,9 +403,7 @@ impl ClusterState {
         inv: &NodeInventory,
     ) -> Result<(), String> {
         let alloc = allocation_of(a, inv)?;
-        self.ledger
-            .adopt(key.clone(), alloc)
-            .map_err(|e| e.to_string())
+        self.hold(key.clone(), alloc, None)
     }
 
     /// Records what a pod holds now: `Some` when it is bound with an
@@ -262,7 +414,7 @@ impl ClusterState {
             None => {
                 if self.bound.remove(&key).is_some() {
                     self.bound_uids.remove(&key.uid);
-                    self.ledger.release(&key);
+                    self.release(&key);
                 }
                 Vec::new()
             }
@@ -272,7 +424,7 @@ impl ClusterState {
                 }
                 // A reservation (or an older holding) gives way to the
                 // bound assignment.
-                self.ledger.release(&key);
+                self.release(&key);
                 self.bound.insert(key.clone(), a.clone());
                 self.bound_uids.insert(key.uid.clone(), key.clone());
                 let Some(inv) = self.nodes.get(&a.node).map(|n| n.inventory.clone()) else {
@@ -290,7 +442,7 @@ impl ClusterState {
     pub fn remove_pod(&mut self, key: &PodKey) {
         self.bound.remove(key);
         self.bound_uids.remove(&key.uid);
-        self.ledger.release(key);
+        self.release(key);
     }
 
     /// Replaces every pod holding (after a re-list); pending reservations stay.
@@ -316,16 +468,17 @@ impl ClusterState {
         if self.bound.contains_key(&key) {
             return;
         }
-        self.ledger.release(&key);
+        self.release(&key);
         // A refusal means the ledger already holds what the API showed the
         // bind; the watch will bring the truth.
-        let _ = self.ledger.reserve(key, alloc, expires_at);
+        let _ = self.hold(key, alloc, Some(expires_at));
     }
 
     /// Releases reservations that lapsed by `now`.
     pub fn expire(&mut self, now: u64) -> usize {
         let due = self.ledger.expire(now);
-        for (key, _) in &due {
+        for (key, alloc) in &due {
+            self.forget_holding(&alloc.node, key);
             for n in self.nodes.values_mut() {
                 n.annotated.retain(|k| k != key);
             }
@@ -358,9 +511,23 @@ impl ClusterState {
             out.feasible = candidates.iter().map(|s| s.to_string()).collect();
             return out;
         }
-        let demands = self.demands(needs, candidates);
+        let mut demands: Vec<(u64, PodDemand)> = Vec::new();
+        let mut memo: HashMap<u64, Result<(), (String, bool)>> = HashMap::new();
         for name in candidates {
-            match self.node_fit(name, &demands) {
+            let fit = match self.sigs.get(*name) {
+                Some(sig) => memo
+                    .entry(sig.value)
+                    .or_insert_with(|| {
+                        let demand = demand_for(&mut demands, needs, sig.unit);
+                        let prep = self.ledger.prepare(demand);
+                        self.ledger
+                            .check(sig.id, &prep)
+                            .map_err(|u| (u.to_string(), u.permanent))
+                    })
+                    .clone(),
+                None => Err(self.missing(name)),
+            };
+            match fit {
                 Ok(_) => out.feasible.push(name.to_string()),
                 Err((reason, true)) => {
                     out.unresolvable.insert(name.to_string(), reason);
@@ -385,15 +552,27 @@ impl ClusterState {
                 })
                 .collect();
         }
-        let demands = self.demands(needs, candidates);
-        let raw: Vec<Option<f64>> = candidates
-            .iter()
-            .map(|name| {
-                let (id, demand) = self.node_and_demand(name, &demands)?;
+        let mut demands: Vec<(u64, PodDemand)> = Vec::new();
+        let mut memo: HashMap<u64, Option<f64>> = HashMap::new();
+        let mut raw: Vec<Option<f64>> = Vec::with_capacity(candidates.len());
+        for name in candidates {
+            let Some(sig) = self.sigs.get(*name) else {
+                raw.push(None);
+                continue;
+            };
+            let mut score = || {
+                let demand = demand_for(&mut demands, needs, sig.unit);
                 let prep = self.ledger.prepare(demand);
-                self.ledger.score(id, &prep, &self.scorer).ok()
-            })
-            .collect();
+                self.ledger.score(sig.id, &prep, &self.scorer).ok()
+            };
+            // First-fit scores by position, so equal states differ.
+            let s = if self.policy == Policy::FirstFit {
+                score()
+            } else {
+                *memo.entry(sig.value).or_insert_with(score)
+            };
+            raw.push(s);
+        }
         let fits: Vec<f64> = raw.iter().flatten().copied().collect();
         let mut scaled = scale_scores(&fits, MAX_EXTENDER_PRIORITY).into_iter();
         candidates
@@ -409,51 +588,15 @@ impl ClusterState {
             .collect()
     }
 
-    /// The demand per memory unit size among the candidates (one entry in
-    /// any cluster whose nodes share a unit).
-    fn demands(&self, needs: &PodNeeds, candidates: &[&str]) -> Vec<(u64, PodDemand)> {
-        let mut out: Vec<(u64, PodDemand)> = Vec::new();
-        for name in candidates {
-            if let Some(n) = self.nodes.get(*name) {
-                let unit = n.inventory.memory_unit_bytes;
-                if !out.iter().any(|(u, _)| *u == unit) {
-                    out.push((unit, needs.demand(unit)));
-                }
-            }
-        }
-        out
-    }
-
-    fn node_and_demand<'d>(
-        &self,
-        name: &str,
-        demands: &'d [(u64, PodDemand)],
-    ) -> Option<(NodeId, &'d PodDemand)> {
-        let n = self.nodes.get(name)?;
-        let id = self.ledger.node_id(name)?;
-        let unit = n.inventory.memory_unit_bytes;
-        demands
-            .iter()
-            .find(|(u, _)| *u == unit)
-            .map(|(_, d)| (id, d))
-    }
-
-    /// Whether the pod fits on a node now; otherwise the reason and whether
-    /// it never can.
-    fn node_fit(&self, name: &str, demands: &[(u64, PodDemand)]) -> Result<(), (String, bool)> {
-        if let Some(reason) = self.invalid.get(name) {
-            return Err((format!("GPU inventory is invalid: {reason}"), true));
-        }
-        let Some((id, demand)) = self.node_and_demand(name, demands) else {
-            return Err((
+    /// Why a node without a (valid) inventory takes nothing.
+    fn missing(&self, name: &str) -> (String, bool) {
+        match self.invalid.get(name) {
+            Some(reason) => (format!("GPU inventory is invalid: {reason}"), true),
+            None => (
                 "no GPU inventory (is the gpupack device plugin running on this node?)".into(),
                 true,
-            ));
-        };
-        let prep = self.ledger.prepare(demand);
-        self.ledger
-            .check(id, &prep)
-            .map_err(|u| (u.to_string(), u.permanent))
+            ),
+        }
     }
 
     /// Whether the pod would fit on `node` once the pods with these UIDs
@@ -522,6 +665,22 @@ impl ClusterState {
         let (frag, idle) = self.ledger.fragmentation(&self.scorer);
         if idle == 0 { 0.0 } else { frag / idle as f64 }
     }
+}
+
+/// The pod's demand on nodes with this memory unit, made once per unit.
+fn demand_for<'d>(
+    demands: &'d mut Vec<(u64, PodDemand)>,
+    needs: &PodNeeds,
+    unit: u64,
+) -> &'d PodDemand {
+    let pos = match demands.iter().position(|(u, _)| *u == unit) {
+        Some(p) => p,
+        None => {
+            demands.push((unit, needs.demand(unit)));
+            demands.len() - 1
+        }
+    };
+    &demands[pos].1
 }
 
 /// The demand that would take exactly what an allocation holds (for the
@@ -783,6 +942,16 @@ mod tests {
                         .flat_map(|(_, a)| &a.containers).flat_map(|c| &c.gpus).map(|g| g.memory_bytes).sum();
                     prop_assert_eq!(m.allocated_bytes, expect, "node {}", m.node);
                     prop_assert!(m.allocated_bytes <= m.total_bytes);
+                }
+            }
+            // Answering all nodes at once (states shared through their
+            // signatures) equals answering each alone.
+            for probe in [needs(1, Some(30)), needs(2, None), needs(1, None)] {
+                let together = s.filter(&probe, &names);
+                for n in names {
+                    let alone = s.filter(&probe, &[n]);
+                    prop_assert_eq!(together.feasible.contains(&n.to_string()), alone.feasible.len() == 1);
+                    prop_assert_eq!(together.failed.get(n), alone.failed.get(n));
                 }
             }
             for (uid, _) in live {
