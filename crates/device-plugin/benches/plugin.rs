@@ -71,10 +71,15 @@ async fn rss_and_registration() {
         .await
         .unwrap();
     let extra = vec!["--kubeconfig".to_string(), kubeconfig.display().to_string()];
+    let log = std::env::var_os("GPUPACK_BENCH_LOG");
     let mut child = Command::new(env!("CARGO_BIN_EXE_gpupack-device-plugin"))
         .args(plugin_args(dir.path(), &extra))
-        .env("RUST_LOG", "warn")
-        .stderr(Stdio::null())
+        // GPUPACK_BENCH_LOG=<file> keeps the plugin's info log there.
+        .env("RUST_LOG", if log.is_some() { "info" } else { "warn" })
+        .stderr(match &log {
+            Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
+            None => Stdio::null(),
+        })
         .spawn()
         .unwrap();
     kubelet
@@ -100,6 +105,9 @@ async fn rss_and_registration() {
             .await
             .unwrap_or_else(|e| panic!("round {round}: {e}"));
         times.push(t.elapsed());
+        if log.is_some() {
+            eprintln!("round {round}: {:?}", t.elapsed());
+        }
     }
     times.sort();
     println!(

@@ -148,24 +148,40 @@ pub async fn run(
                 ready.send_replace(false);
                 round.stop().await;
                 tracing::warn!(error = %e, retry_ms = backoff.as_millis() as u64, "registration with kubelet failed; retrying");
-                // Woken early by kubelet.sock appearing: the inotify event,
-                // or a cheap check in case the event came before this wait.
-                let existed = kubelet_sock.exists();
+                // Woken early by a new kubelet.sock: the inotify event, or a
+                // cheap check of the file in case the event came earlier.
+                // A new kubelet deserves a prompt try, so backoff restarts.
+                let before = socket_stamp(&kubelet_sock);
                 let wait = tokio::time::sleep(backoff);
                 tokio::pin!(wait);
                 let mut poll = tokio::time::interval(Duration::from_millis(20));
-                loop {
+                let woken = loop {
                     tokio::select! {
-                        _ = &mut wait => break,
-                        t = triggers.recv() => if t == Some(Trigger::KubeletCreated) { break },
-                        _ = poll.tick() => if !existed && kubelet_sock.exists() { break },
+                        _ = &mut wait => break false,
+                        t = triggers.recv() => if t == Some(Trigger::KubeletCreated) { break true },
+                        _ = poll.tick() => {
+                            let now = socket_stamp(&kubelet_sock);
+                            if now.is_some() && now != before { break true }
+                        },
                         _ = shutdown.cancelled() => return Ok(()),
                     }
-                }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+                };
+                backoff = if woken {
+                    BACKOFF_MIN
+                } else {
+                    (backoff * 2).min(BACKOFF_MAX)
+                };
             }
         }
     }
+}
+
+/// Identifies one incarnation of a socket file (kubelet re-creates it).
+fn socket_stamp(path: &Path) -> Option<(u64, Option<std::time::SystemTime>)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| (m.ino(), m.modified().ok()))
 }
 
 /// Starts one server per resource, each listening before any Register.
