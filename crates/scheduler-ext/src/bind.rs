@@ -35,6 +35,19 @@
 //! The per-node object is written once per bind; binds on different nodes
 //! never contend. The device plugin owns the object's spec and never writes
 //! the annotation.
+//!
+//! # Why a container never receives another pod's GPUs
+//!
+//! kubelet does not tell the device plugin which pod it is admitting; the
+//! plugin recognises a pod's containers by their requests (resource and
+//! amount). Two pods on one node that kubelet has not admitted yet, whose
+//! containers ask for the same amount but were assigned different GPUs,
+//! could therefore be told apart only by guessing kubelet's admission order.
+//! Step 3 refuses to create that situation: a bind waits (fails with an
+//! error kube-scheduler retries after its backoff) while such a pod is
+//! still waiting for kubelet on the node, unless the two assignments are
+//! interchangeable (same GPUs, same sizes). kubelet has admitted a pod once
+//! it writes any status of its own (see [`admitted_by_kubelet`]).
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -102,6 +115,15 @@ pub enum BindError {
     },
     #[error("pod {pod}: the reservation on {node} would expire before the Binding; retry")]
     Slow { pod: String, node: String },
+    #[error(
+        "pod {pod}: node {node} is still admitting pod {other}, whose containers ask for the \
+         same amount on other GPUs; retry once kubelet has admitted it"
+    )]
+    AwaitingAdmission {
+        pod: String,
+        node: String,
+        other: String,
+    },
     #[error("Binding for pod {pod} was refused with 409 Conflict (already bound, or re-created)")]
     BindingConflict { pod: String },
     #[error("Kubernetes API: {0}")]
@@ -116,7 +138,9 @@ impl BindError {
             BindError::AlreadyBound { .. } | BindError::BindingConflict { .. } => "conflict",
             BindError::Demand { .. } => "bad_request",
             BindError::NoInventory(_) | BindError::DoesNotFit { .. } => "unfit",
-            BindError::Contended { .. } | BindError::Slow { .. } => "contended",
+            BindError::Contended { .. }
+            | BindError::Slow { .. }
+            | BindError::AwaitingAdmission { .. } => "contended",
             BindError::Api(_) => "api_error",
         }
     }
@@ -236,7 +260,7 @@ impl Binder {
                 .ok_or_else(|| BindError::NoInventory(args.node.clone()))?;
             let rv = inv.resource_version().unwrap_or_default();
             // Step 2: the node's pods, read after the object.
-            let on_node = pods_on_node(&self.client, &args.node).await?;
+            let (on_node, awaiting_kubelet) = pods_on_node(&self.client, &args.node).await?;
             // Step 3: account both, choose.
             let now = (self.clock)();
             let mut reservations = Reservations::parse(
@@ -265,6 +289,22 @@ impl Binder {
                 reason,
             })?;
             let assignment = assignment_of(&alloc, &inv.spec);
+            let pending_others = awaiting_kubelet
+                .iter()
+                .map(|(who, a)| (who.clone(), a))
+                .chain(
+                    reservations
+                        .live(now)
+                        .filter(|(u, _)| **u != uid)
+                        .map(|(_, r)| (format!("{}/{}", r.namespace, r.name), &r.assignment)),
+                );
+            if let Some(other) = confusable_with(&assignment, pending_others) {
+                return Err(BindError::AwaitingAdmission {
+                    pod: who,
+                    node: args.node.clone(),
+                    other,
+                });
+            }
             // Step 4: the conditional write.
             let expires_at = now + self.config.reservation_ttl;
             reservations.pods.insert(
@@ -386,27 +426,103 @@ impl Binder {
     }
 }
 
-/// Bound pods on a node with their assignments, freshly listed.
+/// A node's pods that kubelet has not admitted yet, with their assignments.
+type AwaitingKubelet = Vec<(String, PodAssignment)>;
+
+/// Bound pods on a node with their assignments, freshly listed; and, of
+/// those, the ones kubelet has not admitted yet.
 async fn pods_on_node(
     client: &Client,
     node: &str,
-) -> Result<Vec<(PodKey, PodAssignment)>, kube::Error> {
+) -> Result<(Vec<(PodKey, PodAssignment)>, AwaitingKubelet), kube::Error> {
     let pods: Api<Pod> = Api::all(client.clone());
     let list = pods
         .list(&ListParams::default().fields(&format!("spec.nodeName={node}")))
         .await?;
-    Ok(list
-        .items
-        .iter()
-        .filter_map(|p| match held(p) {
-            Held::Assignment(a) if a.node == node => pod_key(p).map(|k| (k, a)),
+    let mut bound = Vec::new();
+    let mut awaiting = Vec::new();
+    for p in &list.items {
+        match held(p) {
+            Held::Assignment(a) if a.node == node => {
+                if !admitted_by_kubelet(p) {
+                    let ns = p.namespace().unwrap_or_default();
+                    awaiting.push((format!("{ns}/{}", p.name_any()), a.clone()));
+                }
+                if let Some(k) = pod_key(p) {
+                    bound.push((k, a));
+                }
+            }
             Held::Malformed(e) => {
                 tracing::warn!(pod = %p.name_any(), error = %e, "bound pod with an unreadable assignment holds nothing");
-                None
             }
-            _ => None,
-        })
-        .collect())
+            _ => {}
+        }
+    }
+    Ok((bound, awaiting))
+}
+
+/// Whether kubelet has admitted a bound pod, and so has already asked the
+/// device plugin for its devices. Until admission only the scheduler has
+/// written the pod's status (the `PodScheduled` condition); kubelet's first
+/// status write after admission adds container statuses, its own
+/// conditions (`Initialized`, `PodReadyToStartContainers`, ...) or a phase.
+pub fn admitted_by_kubelet(pod: &Pod) -> bool {
+    let Some(s) = &pod.status else {
+        return false;
+    };
+    s.phase.as_deref().is_some_and(|p| p != "Pending")
+        || s.container_statuses.as_ref().is_some_and(|c| !c.is_empty())
+        || s.init_container_statuses
+            .as_ref()
+            .is_some_and(|c| !c.is_empty())
+        || s.conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ != "PodScheduled")
+}
+
+/// The first of `pending` (pods on the node kubelet has not admitted) that
+/// the device plugin could mistake for `ours`: a container asking for the
+/// same number of GPUs, the same total memory, or the same MIG profiles,
+/// on GPUs that differ. Identical container assignments (same GPUs, same
+/// sizes) are interchangeable and never confused.
+pub fn confusable_with<'a>(
+    ours: &PodAssignment,
+    pending: impl IntoIterator<Item = (String, &'a PodAssignment)>,
+) -> Option<String> {
+    type Signature = (Vec<(String, u64)>, Vec<String>);
+    let signature = |c: &proto::assignment::ContainerAssignment| -> Signature {
+        let mut gpus: Vec<(String, u64)> = c
+            .gpus
+            .iter()
+            .map(|g| (g.uuid.clone(), g.memory_bytes))
+            .collect();
+        gpus.sort();
+        let mut mig: Vec<String> = c.mig.iter().map(|m| m.uuid.clone()).collect();
+        mig.sort();
+        (gpus, mig)
+    };
+    fn amounts(c: &proto::assignment::ContainerAssignment) -> (usize, u64, Vec<&str>) {
+        let memory: u64 = c.gpus.iter().map(|g| g.memory_bytes).sum();
+        let mut profiles: Vec<&str> = c.mig.iter().map(|m| m.profile.as_str()).collect();
+        profiles.sort_unstable();
+        (c.gpus.len(), memory, profiles)
+    }
+    let clash = |a: &proto::assignment::ContainerAssignment,
+                 b: &proto::assignment::ContainerAssignment| {
+        if signature(a) == signature(b) {
+            return false;
+        }
+        let (ga, ma, pa) = amounts(a);
+        let (gb, mb, pb) = amounts(b);
+        (ga > 0 && ga == gb) || (ma > 0 && ma == mb) || (!pa.is_empty() && pa == pb)
+    };
+    pending.into_iter().find_map(|(who, other)| {
+        ours.containers
+            .iter()
+            .any(|c| other.containers.iter().any(|o| clash(c, o)))
+            .then_some(who)
+    })
 }
 
 /// The conditional write: a merge patch carrying the resourceVersion read,
@@ -473,4 +589,121 @@ pub fn plan_bind(
     ledger
         .choose(id, &prep, &scorer, &mut rand::rng())
         .map_err(|u| u.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{ContainerStatus, PodCondition, PodStatus};
+    use proto::assignment::{AssignedGpu, AssignedMig, ContainerAssignment};
+
+    fn gpus(list: &[(&str, u64)]) -> PodAssignment {
+        PodAssignment {
+            version: assignment::VERSION.into(),
+            node: "n".into(),
+            containers: vec![ContainerAssignment {
+                name: "server".into(),
+                gpus: list
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (u, gib))| AssignedGpu {
+                        uuid: format!("GPU-{u}"),
+                        index: i as u32,
+                        memory_bytes: gib << 30,
+                    })
+                    .collect(),
+                mig: vec![],
+            }],
+        }
+    }
+
+    fn mig(uuid: &str, profile: &str) -> PodAssignment {
+        PodAssignment {
+            version: assignment::VERSION.into(),
+            node: "n".into(),
+            containers: vec![ContainerAssignment {
+                name: "server".into(),
+                gpus: vec![],
+                mig: vec![AssignedMig {
+                    uuid: format!("MIG-{uuid}"),
+                    parent_uuid: "GPU-p".into(),
+                    profile: profile.into(),
+                }],
+            }],
+        }
+    }
+
+    fn first(ours: &PodAssignment, others: &[PodAssignment]) -> Option<String> {
+        confusable_with(
+            ours,
+            others
+                .iter()
+                .enumerate()
+                .map(|(i, a)| (format!("ns/p{i}"), a)),
+        )
+    }
+
+    #[test]
+    fn same_request_on_other_gpus_is_confusable() {
+        let ours = gpus(&[("a", 20)]);
+        assert_eq!(first(&ours, &[gpus(&[("b", 20)])]), Some("ns/p0".into()));
+        // Same GPU count, other memory: the slice request alone is alike.
+        assert_eq!(first(&ours, &[gpus(&[("b", 30)])]), Some("ns/p0".into()));
+        // Same total memory over a different GPU count.
+        assert_eq!(
+            first(&ours, &[gpus(&[("b", 10), ("c", 10)])]),
+            Some("ns/p0".into())
+        );
+        assert_eq!(
+            first(&mig("x", "1g.10gb"), &[mig("y", "1g.10gb")]),
+            Some("ns/p0".into())
+        );
+    }
+
+    #[test]
+    fn interchangeable_or_different_requests_are_not() {
+        let ours = gpus(&[("a", 20)]);
+        assert_eq!(first(&ours, &[gpus(&[("a", 20)])]), None);
+        assert_eq!(first(&ours, &[gpus(&[("b", 30), ("c", 30)])]), None);
+        assert_eq!(first(&mig("x", "1g.10gb"), &[mig("y", "3g.40gb")]), None);
+        assert_eq!(first(&ours, &[]), None);
+    }
+
+    #[test]
+    fn admission_is_read_from_kubelet_status() {
+        let mut pod = Pod::default();
+        assert!(!admitted_by_kubelet(&pod));
+        pod.status = Some(PodStatus {
+            phase: Some("Pending".into()),
+            conditions: Some(vec![PodCondition {
+                type_: "PodScheduled".into(),
+                status: "True".into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        });
+        assert!(!admitted_by_kubelet(&pod));
+        let mut initialized = pod.clone();
+        if let Some(s) = initialized.status.as_mut() {
+            s.conditions.get_or_insert_default().push(PodCondition {
+                type_: "Initialized".into(),
+                status: "True".into(),
+                ..Default::default()
+            });
+        }
+        assert!(admitted_by_kubelet(&initialized));
+        let mut creating = pod.clone();
+        if let Some(s) = creating.status.as_mut() {
+            s.container_statuses = Some(vec![ContainerStatus {
+                name: "server".into(),
+                ..Default::default()
+            }]);
+        }
+        assert!(admitted_by_kubelet(&creating));
+        let mut running = pod;
+        if let Some(s) = running.status.as_mut() {
+            s.phase = Some("Running".into());
+        }
+        assert!(admitted_by_kubelet(&running));
+    }
 }

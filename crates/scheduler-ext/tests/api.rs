@@ -63,6 +63,32 @@ async fn binding_writes_node_and_assignment_at_once() {
 }
 
 #[tokio::test]
+async fn alike_pods_on_other_gpus_wait_for_kubelet_admission() {
+    let (_server, client) = cluster().await;
+    add_node(&client, &inventory("gpu-1", 2)).await;
+    let ext = extender(&client, "a").await;
+    // Each takes most of a GPU, so they land on different GPUs; the device
+    // plugin could not tell their containers apart before kubelet admits one.
+    let first = add_pod(&client, &pod("ml", "first", "", 1, Some(60))).await;
+    let second = add_pod(&client, &pod("ml", "second", "", 1, Some(60))).await;
+    let r = post_json(&ext, "/bind", &bind_args(&first, "gpu-1")).await;
+    assert_eq!(r["Error"], "");
+    let r = post_json(&ext, "/bind", &bind_args(&second, "gpu-1")).await;
+    let error = r["Error"].as_str().unwrap();
+    assert!(error.contains("still admitting pod ml/first"), "{r}");
+    assert!(assignment(&client, "second").await.is_none());
+    kubelet_admits_bound_pods(&client, "ml").await;
+    let r = post_json(&ext, "/bind", &bind_args(&second, "gpu-1")).await;
+    assert_eq!(r["Error"], "");
+    let gpu = |a: PodAssignment| a.containers[0].gpus[0].uuid.clone();
+    assert_ne!(
+        gpu(assignment(&client, "first").await.unwrap()),
+        gpu(assignment(&client, "second").await.unwrap())
+    );
+    ext.shutdown().await;
+}
+
+#[tokio::test]
 async fn ledger_is_rebuilt_after_a_restart() {
     let (_server, client) = cluster().await;
     add_node(&client, &inventory("gpu-1", 1)).await;
@@ -172,8 +198,10 @@ async fn two_replicas_never_double_book_a_node() {
     let replies = futures::future::join_all(binds).await;
     let first_round = replies.iter().filter(|r| r["Error"] == "").count();
     assert!(first_round <= 4, "{replies:?}");
-    // Retry the refused ones, as kube-scheduler would, until the node is full.
+    // Retry the refused ones, as kube-scheduler would, until the node is
+    // full; kubelet admits what is bound in between.
     for p in &pods {
+        kubelet_admits_bound_pods(&client, "ml").await;
         if assignment(&client, p.metadata.name.as_deref().unwrap())
             .await
             .is_none()

@@ -122,3 +122,24 @@ pub fn bind_args(pod: &Pod, node: &str) -> serde_json::Value {
         "PodUID": pod.metadata.uid, "Node": node
     })
 }
+
+/// Does what kubelet does once it has admitted the bound pods: writes their
+/// status. Binds of pods with alike requests on other GPUs wait for this.
+pub async fn kubelet_admits_bound_pods(client: &Client, namespace: &str) {
+    use kube::ResourceExt;
+    use kube::api::{ListParams, Patch, PatchParams};
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    for p in pods.list(&ListParams::default()).await.unwrap().items {
+        let bound = p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some();
+        if bound {
+            let status = serde_json::json!({ "status": { "phase": "Running" } });
+            pods.patch_status(
+                &p.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&status),
+            )
+            .await
+            .unwrap();
+        }
+    }
+}
