@@ -10,8 +10,8 @@
 use std::collections::HashMap;
 
 use crate::demand::{GpuNeed, MemoryNeed, PodDemand};
-use crate::model::model_matches;
-use crate::state::NodeState;
+use crate::model::{MAX_GPUS_PER_NODE, model_matches};
+use crate::state::{GpuState, NodeState};
 
 /// Most kinds of typical pods kept: each costs time in every score.
 pub const MAX_KINDS: usize = 48;
@@ -94,6 +94,18 @@ impl TypicalPods {
         )
     }
 
+    /// The `max` most probable pods, re-normalised (the mix itself when it
+    /// is small enough).
+    fn capped(&self, max: usize) -> TypicalPods {
+        if self.pods.len() <= max {
+            return self.clone();
+        }
+        let mut pods = self.pods.clone();
+        pods.sort_by(|(_, a), (_, b)| b.total_cmp(a));
+        pods.truncate(max);
+        TypicalPods::new(pods)
+    }
+
     pub fn pods(&self) -> &[(PodDemand, f64)] {
         &self.pods
     }
@@ -110,6 +122,9 @@ fn order_key(d: &PodDemand) -> (u64, u32, u32, String) {
     };
     (d.cpu_milli, milli, count, d.allowed_models.join("|"))
 }
+
+/// Most typical pods a scorer evaluates: one bit each in a GPU's room mask.
+const BOUND_KINDS: usize = 64;
 
 /// A typical pod resolved for fast evaluation.
 #[derive(Clone, Debug)]
@@ -150,6 +165,7 @@ pub(crate) struct Bound {
 
 impl Bound {
     pub fn new(t: &TypicalPods, models: &[String], totals: &[u64]) -> Bound {
+        let t = &t.capped(BOUND_KINDS);
         let typs = t
             .pods
             .iter()
@@ -192,46 +208,278 @@ impl Bound {
         Bound { typs, needs }
     }
 
-    /// Expected fragment amount of `node` if its GPUs had `milli` free
-    /// (thousandths, 0 for GPUs that take nothing) and `cpu_free` CPU.
-    pub fn frag(&self, node: &NodeState, milli: &[u32], cpu_free: u64, models: &[String]) -> f64 {
-        let idle: u64 = milli.iter().map(|&m| m as u64).sum();
+    /// Position of the needs row for GPUs of `total` bytes.
+    fn row_of(&self, total: u64) -> Option<u16> {
+        self.needs
+            .iter()
+            .position(|(t, _)| *t == total)
+            .map(|i| i as u16)
+    }
+
+    /// Bit `k` set when typical pod `k` has room on GPU `g` with `m`
+    /// thousandths free.
+    fn room_mask(&self, g: &GpuState, row: Option<u16>, m: u32, models: &[String]) -> u64 {
+        if m == 0 {
+            return 0;
+        }
+        let needs = row.map(|r| self.needs[r as usize].1.as_slice());
+        let mut mask = 0u64;
+        for (k, t) in self.typs.iter().enumerate() {
+            let need = match (t.fixed_milli, needs) {
+                (Some(n), _) => n,
+                (None, Some(r)) => r[k],
+                (None, None) => t.memory.milli_on(g.total),
+            };
+            if m >= need && t.allows(g.model, models) {
+                mask |= 1 << k;
+            }
+        }
+        mask
+    }
+
+    /// The node's fragmentation as it is now, broken down per typical pod.
+    pub fn node_frag(&self, node: &NodeState, models: &[String]) -> NodeFrag {
+        let rows: Vec<Option<u16>> = node.gpus.iter().map(|g| self.row_of(g.total)).collect();
+        let masks: Vec<u64> = node
+            .gpus
+            .iter()
+            .zip(&rows)
+            .map(|(g, row)| self.room_mask(g, *row, g.free_milli, models))
+            .collect();
+        let idle = node.idle_milli();
+        let mut fits = vec![0u16; self.typs.len()];
+        let mut short = vec![0u64; self.typs.len()];
+        for (k, t) in self.typs.iter().enumerate() {
+            if t.count == 0 {
+                continue;
+            }
+            for (g, mask) in node.gpus.iter().zip(&masks) {
+                if mask & (1 << k) != 0 {
+                    fits[k] += 1;
+                } else {
+                    short[k] += g.free_milli as u64;
+                }
+            }
+        }
+        let mut nf = NodeFrag {
+            value: 0.0,
+            idle,
+            rows,
+            masks,
+            fits,
+            short,
+        };
+        nf.value = self.sum(&nf, idle, node.cpu_free, |_, f, s| (f, s));
+        nf
+    }
+
+    /// The expected fragment amount after GPUs change to the given free
+    /// thousandths (`changes`: distinct positions with their new value; GPUs
+    /// that take no new work never change) and CPU to `cpu_free`. Equal to
+    /// measuring the changed node from scratch, at the cost of the changed
+    /// GPUs only.
+    pub fn frag_after(
+        &self,
+        nf: &NodeFrag,
+        node: &NodeState,
+        changes: &[(usize, u32)],
+        cpu_free: u64,
+        models: &[String],
+    ) -> f64 {
+        let mut idle = nf.idle as i64;
+        // Per change: old and new room masks, old and new free thousandths.
+        let mut delta = [(0u64, 0u64, 0u32, 0u32); MAX_GPUS_PER_NODE];
+        let n = changes.len().min(MAX_GPUS_PER_NODE);
+        for (d, &(p, m)) in delta.iter_mut().zip(&changes[..n]) {
+            let g = &node.gpus[p];
+            idle += m as i64 - g.free_milli as i64;
+            *d = (
+                nf.masks[p],
+                self.room_mask(g, nf.rows[p], m, models),
+                g.free_milli,
+                m,
+            );
+        }
+        let delta = &delta[..n];
+        let idle = idle.max(0) as u64;
+        self.sum(nf, idle, cpu_free, |k, mut fits, mut short| {
+            let bit = 1u64 << k;
+            for &(old_mask, new_mask, old, new) in delta {
+                if old_mask & bit != 0 {
+                    fits -= 1;
+                } else {
+                    short -= old as u64;
+                }
+                if new_mask & bit != 0 {
+                    fits += 1;
+                } else {
+                    short += new as u64;
+                }
+            }
+            (fits, short)
+        })
+    }
+
+    /// Σ p·(fragment amount) over typical pods; `adjust` turns the node's
+    /// per-pod counts (GPUs with room, free thousandths short) into the
+    /// state being measured.
+    #[inline]
+    fn sum(
+        &self,
+        nf: &NodeFrag,
+        idle: u64,
+        cpu_free: u64,
+        mut adjust: impl FnMut(usize, u16, u64) -> (u16, u64),
+    ) -> f64 {
         if idle == 0 {
             return 0.0;
         }
-        // Each GPU's row of needs, resolved once per call.
-        let rows: Vec<Option<&Vec<u32>>> = node
-            .gpus
-            .iter()
-            .map(|g| {
-                self.needs
-                    .iter()
-                    .find(|(t, _)| *t == g.total)
-                    .map(|(_, v)| v)
-            })
-            .collect();
         let mut acc = 0.0;
         for (k, t) in self.typs.iter().enumerate() {
             if t.count == 0 || cpu_free < t.cpu {
                 acc += t.p * idle as f64;
                 continue;
             }
-            let mut fits = 0u32;
-            let mut short: u64 = 0;
-            for ((g, &m), row) in node.gpus.iter().zip(milli).zip(&rows) {
-                let need = match (t.fixed_milli, row) {
-                    (Some(n), _) => n,
-                    (None, Some(r)) => r[k],
-                    (None, None) => t.memory.milli_on(g.total),
-                };
-                if m >= need && m > 0 && t.allows(g.model, models) {
-                    fits += 1;
-                } else {
-                    short += m as u64;
-                }
-            }
-            acc += t.p * if fits >= t.count { short } else { idle } as f64;
+            let (fits, short) = adjust(k, nf.fits[k], nf.short[k]);
+            acc += t.p * if fits as u32 >= t.count { short } else { idle } as f64;
         }
         acc
+    }
+}
+
+/// A node's fragmentation and its per-typical-pod parts, for scoring a
+/// change to a few of its GPUs without looking at the others.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct NodeFrag {
+    /// Expected fragment amount (thousandths of a GPU).
+    pub value: f64,
+    idle: u64,
+    /// Needs row per GPU position.
+    rows: Vec<Option<u16>>,
+    /// Per GPU position: which typical pods it has room for (bit per pod).
+    masks: Vec<u64>,
+    /// Per typical pod: GPUs with room for it.
+    fits: Vec<u16>,
+    /// Per typical pod: free thousandths on GPUs without room for it.
+    short: Vec<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::model::{GpuSpec, Health, NodeSpec};
+
+    fn node(sizes: &[u64], cpu: u64) -> (NodeState, Vec<String>) {
+        let spec = NodeSpec {
+            name: "n".into(),
+            gpus: sizes
+                .iter()
+                .enumerate()
+                .map(|(i, &m)| GpuSpec {
+                    index: i as u32,
+                    uuid: format!("g{i}"),
+                    product: if i % 3 == 0 {
+                        "T4".into()
+                    } else {
+                        "A10".into()
+                    },
+                    memory_bytes: m,
+                    health: Health::Healthy,
+                    numa_node: None,
+                    mig: vec![],
+                })
+                .collect(),
+            links: vec![],
+            slices_per_gpu: 100,
+            cpu_milli: cpu,
+            memory_bytes: 1 << 40,
+        };
+        let mut models = Vec::new();
+        let state = NodeState::new(&spec, &mut |m: &str| match models
+            .iter()
+            .position(|x: &String| x == m)
+        {
+            Some(i) => i as u16,
+            None => {
+                models.push(m.to_string());
+                (models.len() - 1) as u16
+            }
+        });
+        (state, models)
+    }
+
+    fn mix() -> TypicalPods {
+        let share = |m: u32, cpu: u64| PodDemand::gpus(1, MemoryNeed::Milli(m)).with_cpu(cpu, 0);
+        TypicalPods::new(vec![
+            (share(250, 4000), 3.0),
+            (share(500, 8000), 2.0),
+            (PodDemand::gpus(1, MemoryNeed::Whole).with_cpu(8000, 0), 2.0),
+            (
+                PodDemand::gpus(2, MemoryNeed::Bytes(9 << 30)).with_cpu(2000, 0),
+                1.0,
+            ),
+            (PodDemand::gpus(4, MemoryNeed::Whole), 1.0),
+            (
+                PodDemand::gpus(1, MemoryNeed::Milli(300)).with_models(["T4"]),
+                1.0,
+            ),
+            (PodDemand::default().with_cpu(16_000, 0), 2.0),
+        ])
+    }
+
+    proptest! {
+        /// Scoring a change by its delta gives exactly what measuring the
+        /// changed node from scratch gives.
+        #[test]
+        fn delta_equals_recompute(
+            used in proptest::collection::vec(0u32..=1000, 1..9),
+            changes in proptest::collection::vec((0usize..8, 0u32..=1000), 0..4),
+            cpu in 0u64..64_000,
+            cpu_after in 0u64..64_000,
+        ) {
+            let sizes: Vec<u64> = used.iter().enumerate()
+                .map(|(i, _)| if i % 2 == 0 { 16 << 30 } else { 24 << 30 }).collect();
+            let (mut n, models) = node(&sizes, 64_000);
+            for (g, &u) in n.gpus.iter_mut().zip(&used) {
+                g.free = g.total - g.total * u as u64 / 1000;
+                g.refresh_milli();
+            }
+            n.cpu_free = cpu;
+            let totals: Vec<u64> = vec![16 << 30, 24 << 30];
+            let b = Bound::new(&mix(), &models, &totals);
+            let nf = b.node_frag(&n, &models);
+            let mut seen = Vec::new();
+            let changes: Vec<(usize, u32)> = changes
+                .into_iter()
+                .filter(|(p, _)| *p < n.gpus.len())
+                .filter(|(p, _)| if seen.contains(p) { false } else { seen.push(*p); true })
+                .collect();
+            let delta = b.frag_after(&nf, &n, &changes, cpu_after, &models);
+            let mut m = n.clone();
+            for &(p, milli) in &changes {
+                m.gpus[p].free_milli = milli;
+            }
+            m.cpu_free = cpu_after;
+            let fresh = b.node_frag(&m, &models).value;
+            prop_assert!((delta - fresh).abs() <= 1e-9 * fresh.abs().max(1.0), "{delta} vs {fresh}");
+        }
+    }
+
+    #[test]
+    fn full_node_is_not_fragmented_and_cpu_pods_count_all_idle() {
+        let (n, models) = node(&[16 << 30; 2], 64_000);
+        let only_cpu = TypicalPods::new(vec![(PodDemand::default().with_cpu(1, 0), 1.0)]);
+        let b = Bound::new(&only_cpu, &models, &[16 << 30]);
+        assert_eq!(b.node_frag(&n, &models).value, 2000.0);
+        let mut full = n.clone();
+        for g in &mut full.gpus {
+            g.free = 0;
+            g.refresh_milli();
+        }
+        assert_eq!(b.node_frag(&full, &models).value, 0.0);
     }
 }

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use crate::demand::{GpuNeed, MemoryNeed, PodDemand};
-use crate::model::{LinkLevel, model_matches};
+use crate::model::{LinkLevel, MAX_GPUS_PER_NODE, model_matches};
 use crate::state::{GpuState, NodeState};
 
 /// A demand resolved against the ledger's model table, ready to test against
@@ -188,33 +188,43 @@ impl Picker for Tightest {
 
 /// Resources a plan would leave, for scoring.
 pub(crate) struct After {
-    pub free: Vec<u64>,
+    /// Free bytes per GPU position (positions past the node's GPUs are 0).
+    pub free: [u64; MAX_GPUS_PER_NODE],
 }
 
+/// Working copy of a node's free amounts while a plan is made; fixed-size
+/// so that testing a node allocates nothing for GPUs without MIG.
 struct Work {
-    free: Vec<u64>,
-    slices: Vec<u32>,
+    free: [u64; MAX_GPUS_PER_NODE],
+    slices: [u32; MAX_GPUS_PER_NODE],
+    /// Taken flags per MIG instance; empty when the node has no MIG GPUs.
     mig_taken: Vec<Vec<bool>>,
 }
 
 impl Work {
     fn of(node: &NodeState, view: View) -> Work {
-        match view {
-            View::Now => Work {
-                free: node.gpus.iter().map(|g| g.free).collect(),
-                slices: node.gpus.iter().map(|g| g.slices_free).collect(),
-                mig_taken: node
-                    .gpus
-                    .iter()
-                    .map(|g| g.mig.iter().map(|m| m.taken).collect())
-                    .collect(),
-            },
-            View::Empty => Work {
-                free: node.gpus.iter().map(|g| g.total).collect(),
-                slices: node.gpus.iter().map(|g| g.slices_total).collect(),
-                mig_taken: node.gpus.iter().map(|g| vec![false; g.mig.len()]).collect(),
-            },
+        let mut w = Work {
+            free: [0; MAX_GPUS_PER_NODE],
+            slices: [0; MAX_GPUS_PER_NODE],
+            mig_taken: Vec::new(),
+        };
+        let has_mig = node.gpus.iter().any(|g| !g.mig.is_empty());
+        for (p, g) in node.gpus.iter().enumerate().take(MAX_GPUS_PER_NODE) {
+            let (free, slices) = match view {
+                View::Now => (g.free, g.slices_free),
+                View::Empty => (g.total, g.slices_total),
+            };
+            w.free[p] = free;
+            w.slices[p] = slices;
         }
+        if has_mig {
+            w.mig_taken = node
+                .gpus
+                .iter()
+                .map(|g| g.mig.iter().map(|m| view == View::Now && m.taken).collect())
+                .collect();
+        }
+        w
     }
 }
 
@@ -264,7 +274,7 @@ pub(crate) fn plan(
     }
     let mut w = Work::of(node, view);
     let mut out: Plan = Vec::with_capacity(d.containers.len());
-    let mut cands: Vec<usize> = Vec::with_capacity(node.gpus.len());
+    let mut cand_buf = [0usize; MAX_GPUS_PER_NODE];
     for c in &d.containers {
         match &c.gpu {
             GpuNeed::Gpus {
@@ -272,17 +282,21 @@ pub(crate) fn plan(
                 memory,
                 max_link,
             } => {
-                cands.clear();
-                let mut takes: Vec<(u64, u32)> = Vec::new();
-                for (p, g) in node.gpus.iter().enumerate() {
+                let mut n_cands = 0;
+                let mut first_take = 0;
+                for (p, g) in node.gpus.iter().enumerate().take(MAX_GPUS_PER_NODE) {
                     if !prep.allows(g.model) {
                         continue;
                     }
                     if let Some(t) = take_on(g, *memory, w.free[p], w.slices[p]) {
-                        cands.push(p);
-                        takes.push(t);
+                        if n_cands == 0 {
+                            first_take = t.0;
+                        }
+                        cand_buf[n_cands] = p;
+                        n_cands += 1;
                     }
                 }
+                let cands = &cand_buf[..n_cands];
                 let count = *count as usize;
                 let chosen: Vec<usize> = if count == 0 {
                     Vec::new()
@@ -295,17 +309,17 @@ pub(crate) fn plan(
                         available: cands.len() as u32,
                     });
                 } else if count == 1 && max_link.is_none() {
-                    let need = takes[0].0;
+                    let need = first_take;
                     let shared = memory.bytes_on(node.gpus[cands[0]].total).is_some();
                     if shared {
-                        vec![picker.pick(node, &w.free, &cands, need)]
+                        vec![picker.pick(node, &w.free, cands, need)]
                     } else {
                         vec![cands[0]]
                     }
                 } else {
                     // Preference among equally linked sets: whole GPUs in index
                     // order, shared ones tightest first.
-                    let mut order: Vec<usize> = cands.clone();
+                    let mut order: Vec<usize> = cands.to_vec();
                     if memory.bytes_on(u64::MAX).is_some() {
                         order.sort_by_key(|&p| (w.free[p], p));
                     }
@@ -317,7 +331,7 @@ pub(crate) fn plan(
                                 count: count as u32,
                                 memory: *memory,
                                 max_link: *max_link,
-                                available: crate::topology::largest_group(node, &cands, *max_link)
+                                available: crate::topology::largest_group(node, cands, *max_link)
                                     as u32,
                             });
                         }

@@ -8,7 +8,6 @@
 //! time the caller gives; the core never reads a clock.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 
 use rand::{Rng, RngCore};
 use serde::{Deserialize, Serialize};
@@ -17,7 +16,7 @@ use crate::demand::PodKey;
 use crate::fgd::TypicalPods;
 use crate::fit::{self, Prepared, Take, Unfit};
 use crate::model::{ModelError, NodeSpec};
-use crate::policy::{self, Pick, Policy, Scorer};
+use crate::policy::{self, Pick, Policy, Scorer, SigMap};
 use crate::state::NodeState;
 
 /// A node's place in the ledger; stays valid until the node is removed.
@@ -119,26 +118,6 @@ struct Entry {
     /// `Some(t)`: a reservation that lapses at caller time `t`.
     expires_at: Option<u64>,
 }
-
-/// Identity hasher for keys that are already hashes.
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 << 8) | *b as u64;
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = v;
-    }
-}
-
-type SigMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
 
 /// The placement ledger.
 #[derive(Clone, Debug, Default)]
@@ -514,9 +493,7 @@ impl Ledger {
         let mut frag = 0.0;
         let mut idle = 0;
         for n in self.nodes.iter().flatten() {
-            frag += scorer
-                .typical
-                .frag(n, &policy::milli_now(n), n.cpu_free, &self.models);
+            frag += scorer.node_frag(n, &self.models).value;
             idle += n.idle_milli();
         }
         (frag, idle)

@@ -4,10 +4,15 @@
 use std::fmt;
 use std::str::FromStr;
 
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::{Arc, Mutex};
+
 use rand::{Rng, RngCore};
 
-use crate::fgd::{Bound, TypicalPods};
+use crate::fgd::{Bound, NodeFrag, TypicalPods};
 use crate::fit::{After, Picker, Plan, Prepared, Tightest};
+use crate::model::MAX_GPUS_PER_NODE;
 use crate::state::NodeState;
 
 /// Policies selectable by name.
@@ -90,10 +95,51 @@ impl FromStr for Policy {
 
 /// A policy bound to a ledger's model table and a typical pod mix; build one
 /// with [`crate::Ledger::scorer`] and rebuild it when the typical mix changes.
-#[derive(Clone, Debug)]
+///
+/// It remembers each node state's fragmentation (by the state's hash), so a
+/// node is measured again only after it changed, and a candidate placement
+/// costs only the GPUs it changes.
+#[derive(Debug)]
 pub struct Scorer {
     pub(crate) policy: Policy,
     pub(crate) typical: Bound,
+    frags: Mutex<FragMemo>,
+}
+
+/// Identity hasher for keys that are already hashes.
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | *b as u64;
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+pub(crate) type SigMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
+
+type FragMemo = SigMap<Arc<NodeFrag>>;
+
+/// Node states remembered before the memo starts afresh; bounds memory in a
+/// long-running scheduler while holding every state of a large cluster.
+const FRAG_MEMO_MAX: usize = 1 << 18;
+
+impl Clone for Scorer {
+    fn clone(&self) -> Scorer {
+        Scorer {
+            policy: self.policy,
+            typical: self.typical.clone(),
+            frags: Mutex::new(FragMemo::default()),
+        }
+    }
 }
 
 impl Scorer {
@@ -106,29 +152,76 @@ impl Scorer {
         Scorer {
             policy,
             typical: Bound::new(typical, models, totals),
+            frags: Mutex::new(FragMemo::default()),
         }
     }
 
     pub fn policy(&self) -> Policy {
         self.policy
     }
+
+    /// The node's current fragmentation, measured once per node state.
+    pub(crate) fn node_frag(&self, node: &NodeState, models: &[String]) -> Arc<NodeFrag> {
+        if let Ok(memo) = self.frags.lock()
+            && let Some(nf) = memo.get(&node.sig)
+        {
+            return Arc::clone(nf);
+        }
+        let nf = Arc::new(self.typical.node_frag(node, models));
+        if let Ok(mut memo) = self.frags.lock() {
+            if memo.len() >= FRAG_MEMO_MAX {
+                memo.clear();
+            }
+            memo.insert(node.sig, Arc::clone(&nf));
+        }
+        nf
+    }
+}
+
+/// GPUs whose free memory a plan changes, as (position, free thousandths),
+/// without allocating.
+pub(crate) struct Changes {
+    items: [(usize, u32); MAX_GPUS_PER_NODE],
+    len: usize,
+}
+
+impl Changes {
+    fn new() -> Changes {
+        Changes {
+            items: [(0, 0); MAX_GPUS_PER_NODE],
+            len: 0,
+        }
+    }
+
+    /// Every usable GPU whose free bytes in `free` differ from the node's.
+    fn of(node: &NodeState, free: &[u64]) -> Changes {
+        let mut c = Changes::new();
+        for (p, (g, &f)) in node.gpus.iter().zip(free).enumerate() {
+            if g.usable() && f != g.free && c.len < MAX_GPUS_PER_NODE {
+                c.items[c.len] = (p, milli_of(f, g.total));
+                c.len += 1;
+            }
+        }
+        c
+    }
+
+    fn set(&mut self, pos: usize, milli: u32) {
+        if let Some(item) = self.as_slice().iter().position(|(p, _)| *p == pos) {
+            self.items[item].1 = milli;
+        } else if self.len < MAX_GPUS_PER_NODE {
+            self.items[self.len] = (pos, milli);
+            self.len += 1;
+        }
+    }
+
+    fn as_slice(&self) -> &[(usize, u32)] {
+        &self.items[..self.len]
+    }
 }
 
 /// Thousandths free after taking `bytes` from a GPU.
 fn milli_of(free: u64, total: u64) -> u32 {
     ((free as u128 * 1000 + total as u128 / 2) / total.max(1) as u128) as u32
-}
-
-pub(crate) fn milli_now(node: &NodeState) -> Vec<u32> {
-    node.gpus.iter().map(|g| g.free_milli).collect()
-}
-
-pub(crate) fn milli_after(node: &NodeState, after: &After) -> Vec<u32> {
-    node.gpus
-        .iter()
-        .zip(&after.free)
-        .map(|(g, &f)| if g.usable() { milli_of(f, g.total) } else { 0 })
-        .collect()
 }
 
 fn sigmoid(x: f64) -> f64 {
@@ -176,13 +269,16 @@ impl Picker for Pick<'_> {
                 cpu_after,
                 best,
             } => {
-                let mut milli: Vec<u32> = node
-                    .gpus
-                    .iter()
-                    .zip(free)
-                    .map(|(g, &f)| if g.usable() { milli_of(f, g.total) } else { 0 })
-                    .collect();
-                let before = scorer.typical.frag(node, &milli, node.cpu_free, models);
+                let nf = scorer.node_frag(node, models);
+                // Earlier containers of the pod may have taken from GPUs already.
+                let changes = Changes::of(node, free);
+                let before = if changes.len == 0 {
+                    nf.value
+                } else {
+                    scorer
+                        .typical
+                        .frag_after(&nf, node, changes.as_slice(), node.cpu_free, models)
+                };
                 let mut chosen = c[0];
                 let mut top: Option<(f64, u64)> = None;
                 for (k, &p) in c.iter().enumerate() {
@@ -196,10 +292,14 @@ impl Picker for Pick<'_> {
                         continue;
                     }
                     let take = need.min(free[p]);
-                    let old = milli[p];
-                    milli[p] = milli_of(free[p] - take, g.total);
-                    let after = scorer.typical.frag(node, &milli, *cpu_after, models);
-                    milli[p] = old;
+                    let mut trial = Changes::new();
+                    trial.items[..changes.len].copy_from_slice(changes.as_slice());
+                    trial.len = changes.len;
+                    trial.set(p, milli_of(free[p] - take, g.total));
+                    let after =
+                        scorer
+                            .typical
+                            .frag_after(&nf, node, trial.as_slice(), *cpu_after, models);
                     let score = match scorer.policy {
                         Policy::Fgd => fgd_score(before, after),
                         _ => before - after,
@@ -309,16 +409,16 @@ pub(crate) fn score(
         }
         Policy::Packing => packing_score(node, plan),
         Policy::Fgd | Policy::Gpupack => {
-            let before = scorer
-                .typical
-                .frag(node, &milli_now(node), node.cpu_free, models);
             let frag_delta = match frag_pick {
                 Some(s) => s,
                 None => {
+                    let nf = scorer.node_frag(node, models);
+                    let before = nf.value;
+                    let changes = Changes::of(node, &after.free);
                     let after_frag =
                         scorer
                             .typical
-                            .frag(node, &milli_after(node, after), cpu_after, models);
+                            .frag_after(&nf, node, changes.as_slice(), cpu_after, models);
                     if scorer.policy == Policy::Fgd {
                         fgd_score(before, after_frag)
                     } else {
@@ -350,8 +450,12 @@ fn gpupack_score(
         .iter()
         .filter(|c| c.len() > 1)
         .map(|c| {
-            let set: Vec<usize> = c.iter().map(|t| t.pos).collect();
-            (4 - crate::topology::worst_rank(node, &set).min(4)) as f64
+            let mut set = [0usize; MAX_GPUS_PER_NODE];
+            let n = c.len().min(MAX_GPUS_PER_NODE);
+            for (s, t) in set.iter_mut().zip(c) {
+                *s = t.pos;
+            }
+            (4 - crate::topology::worst_rank(node, &set[..n]).min(4)) as f64
         })
         .sum();
     let cpu_left = (node.cpu_free - d.cpu_milli) as f64 / node.cpu_total.max(1) as f64;
