@@ -356,14 +356,15 @@ impl ClusterView {
         }
     }
 
-    /// One line per pod that is not running: name, phase, node.
+    /// One line per pod that is not running: name, phase, node, and the
+    /// status message (kubelet's reason for a failed admission).
     pub fn summary(&self) -> String {
         self.pods
             .iter()
             .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Running"))
             .map(|p| {
                 format!(
-                    "{} {} {}",
+                    "{} {} {} {}",
                     key(p),
                     p.status
                         .as_ref()
@@ -372,6 +373,10 @@ impl ClusterView {
                     p.spec
                         .as_ref()
                         .and_then(|s| s.node_name.clone())
+                        .unwrap_or_default(),
+                    p.status
+                        .as_ref()
+                        .and_then(|s| s.message.clone())
                         .unwrap_or_default()
                 )
             })
