@@ -25,6 +25,11 @@ pub struct Args {
     /// Address to serve the extender, health and metrics on [default: 0.0.0.0:8888].
     #[arg(long, env = "GPUPACK_EXT_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// A separate plain-HTTP address for /healthz, /readyz and /metrics; with it,
+    /// --listen serves only the verbs, so they can stay on localhost next to
+    /// kube-scheduler while probes and Prometheus reach the pod [default: none].
+    #[arg(long, env = "GPUPACK_EXT_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Path prefix of the verbs, as in the scheduler's `urlPrefix` [default: none].
     #[arg(long, env = "GPUPACK_EXT_URL_PREFIX")]
     pub url_prefix: Option<String>,
@@ -68,6 +73,7 @@ pub struct Args {
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 struct File {
     listen: Option<SocketAddr>,
+    metrics_listen: Option<SocketAddr>,
     url_prefix: Option<String>,
     policy: Option<String>,
     tls_cert: Option<PathBuf>,
@@ -93,6 +99,7 @@ pub enum LogFormat {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    pub metrics_listen: Option<SocketAddr>,
     pub url_prefix: String,
     pub policy: Policy,
     pub tls: Option<(PathBuf, PathBuf)>,
@@ -190,6 +197,7 @@ impl Config {
                 .listen
                 .or(file.listen)
                 .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8888))),
+            metrics_listen: args.metrics_listen.or(file.metrics_listen),
             url_prefix: url_prefix.trim_end_matches('/').to_string(),
             policy,
             tls,

@@ -71,22 +71,31 @@ impl Default for Limits {
 
 /// The router: the verbs under `prefix` (e.g. `/scheduler`, or empty).
 pub fn router(app: Arc<App>, prefix: &str, limits: &Limits) -> Router {
+    verbs_router(app.clone(), prefix, limits).merge(ops_router(app))
+}
+
+/// The extender verbs kube-scheduler calls, under `prefix`.
+pub fn verbs_router(app: Arc<App>, prefix: &str, limits: &Limits) -> Router {
     let prefix = prefix.trim_end_matches('/');
-    let verbs = Router::new()
+    Router::new()
         .route(&format!("{prefix}/filter"), post(filter))
         .route(&format!("{prefix}/prioritize"), post(prioritize))
         .route(&format!("{prefix}/bind"), post(bind))
         .route(&format!("{prefix}/preempt"), post(preempt))
-        .layer(DefaultBodyLimit::max(limits.body_bytes));
-    Router::new()
-        .merge(verbs)
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(limits.body_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             limits.timeout,
         ))
+        .with_state(app)
+}
+
+/// Health, readiness and metrics, for kubelet's probes and Prometheus.
+pub fn ops_router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(app)
 }
 

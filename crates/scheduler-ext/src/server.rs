@@ -26,7 +26,7 @@ use crate::bind::{BindConfig, Binder, Clock};
 use crate::cluster_state::ClusterState;
 use crate::config::Config;
 use crate::events::Events;
-use crate::http::{App, Limits, router};
+use crate::http::{App, Limits, ops_router, router, verbs_router};
 use crate::metrics::Metrics;
 use crate::watch::{self, Feeds, Readiness};
 
@@ -45,6 +45,7 @@ pub enum StartError {
 /// A running extender.
 pub struct Extender {
     addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     stop: CancellationToken,
     serving: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
@@ -114,15 +115,42 @@ impl Extender {
             metrics: metrics.clone(),
             readiness: readiness.clone(),
         });
-        let routes = router(
-            app,
-            &config.url_prefix,
-            &Limits {
-                body_bytes: config.body_limit_bytes,
-                timeout: config.request_timeout,
-            },
-        );
+        let limits = Limits {
+            body_bytes: config.body_limit_bytes,
+            timeout: config.request_timeout,
+        };
         let stop = CancellationToken::new();
+        // With a separate metrics address, the verbs listener serves nothing
+        // else: it can stay on localhost, reachable only by kube-scheduler.
+        let (routes, ops) = match config.metrics_listen {
+            None => (router(app, &config.url_prefix, &limits), None),
+            Some(ops_addr) => {
+                let ops_listener =
+                    TcpListener::bind(ops_addr)
+                        .await
+                        .map_err(|source| StartError::Listen {
+                            addr: ops_addr,
+                            source,
+                        })?;
+                let bound = ops_listener
+                    .local_addr()
+                    .map_err(|source| StartError::Listen {
+                        addr: ops_addr,
+                        source,
+                    })?;
+                let task = tokio::spawn(serve(
+                    ops_listener,
+                    ops_router(app.clone()),
+                    None,
+                    stop.clone(),
+                    config.shutdown_grace,
+                ));
+                (
+                    verbs_router(app, &config.url_prefix, &limits),
+                    Some((bound, task)),
+                )
+            }
+        };
         let serving = tokio::spawn(serve(
             listener,
             routes,
@@ -130,9 +158,15 @@ impl Extender {
             stop.clone(),
             config.shutdown_grace,
         ));
-        tracing::info!(%addr, tls = config.tls.is_some(), prefix = %config.url_prefix, policy = %config.policy, "serving");
+        let metrics_addr = ops.as_ref().map(|(a, _)| *a);
+        let mut background = background;
+        if let Some((_, task)) = ops {
+            background.push(task);
+        }
+        tracing::info!(%addr, metrics = ?metrics_addr, tls = config.tls.is_some(), prefix = %config.url_prefix, policy = %config.policy, "serving");
         Ok(Extender {
             addr,
+            metrics_addr,
             stop,
             serving,
             background,
@@ -144,6 +178,11 @@ impl Extender {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where health and metrics are served when `--metrics-listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// Stops accepting, waits for in-flight requests (up to the grace

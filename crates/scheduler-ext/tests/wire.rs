@@ -208,3 +208,34 @@ async fn malformed_and_oversized_bodies_and_health() {
     );
     ext.shutdown().await;
 }
+
+#[tokio::test]
+async fn verbs_and_operations_can_listen_apart() {
+    let (_server, client) = cluster().await;
+    let config = scheduler_ext::Config::resolve(scheduler_ext::Args {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
+        url_prefix: Some("/gpupack".into()),
+        ..scheduler_ext::Args::default()
+    })
+    .unwrap();
+    let ext = scheduler_ext::Extender::start(client, &config, scheduler_ext::system_clock())
+        .await
+        .unwrap();
+    let ops = ext.metrics_addr().unwrap();
+    eventually("ready on the operations address", || async {
+        http_at(ops, "GET", "/readyz", "").await.0 == 200
+    })
+    .await;
+    assert_eq!(http_at(ops, "GET", "/healthz", "").await.0, 200);
+    let (status, text) = http_at(ops, "GET", "/metrics", "").await;
+    assert_eq!(status, 200);
+    assert!(text.contains("gpupack"), "{text}");
+    // The verbs are not on the operations address, and operations are not
+    // on the verbs address.
+    assert_eq!(http_at(ops, "POST", "/gpupack/bind", "{}").await.0, 404);
+    assert_eq!(http(&ext, "GET", "/metrics", "").await.0, 404);
+    let (status, _) = http(&ext, "POST", "/gpupack/filter", "{}").await;
+    assert_eq!(status, 200, "the verbs answer on --listen");
+    ext.shutdown().await;
+}

@@ -66,10 +66,19 @@ where
 
 /// One HTTP/1.1 exchange, as Go's client would send it.
 pub async fn http(ext: &Extender, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(ext.addr()).await.unwrap();
+    http_at(ext.addr(), method, path, body).await
+}
+
+/// [`http`] to any address.
+pub async fn http_at(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: Go-http-client/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        ext.addr(),
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: Go-http-client/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     // A server refusing an oversized body may close before reading it all;
