@@ -266,3 +266,127 @@ fn examples_parse_and_use_gpupack() {
     }
     assert!(n >= 2);
 }
+
+/// The container of a workload, by workload kind and container name.
+fn container(objects: &[Object], name: &str) -> k8s_openapi::api::core::v1::Container {
+    objects
+        .iter()
+        .flat_map(|o| {
+            let spec = match o {
+                Object::DaemonSet(d) => d.spec.as_ref().and_then(|s| s.template.spec.clone()),
+                Object::Deployment(d) => d.spec.as_ref().and_then(|s| s.template.spec.clone()),
+                _ => None,
+            };
+            spec.map(|s| s.containers).unwrap_or_default()
+        })
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no container {name}"))
+}
+
+/// The port numbers a container's probes use, resolving named ports.
+fn probe_ports(c: &k8s_openapi::api::core::v1::Container) -> Vec<i32> {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    [&c.liveness_probe, &c.readiness_probe, &c.startup_probe]
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            let port = &p.http_get.as_ref().expect("HTTP probe").port;
+            match port {
+                IntOrString::Int(n) => *n,
+                IntOrString::String(name) => {
+                    c.ports
+                        .iter()
+                        .flatten()
+                        .find(|p| p.name.as_deref() == Some(name))
+                        .unwrap_or_else(|| panic!("{}: no port named {name}", c.name))
+                        .container_port
+                }
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn flags_parse_with_the_binaries_and_ports_line_up() {
+    for overlay in OVERLAYS {
+        let objects = rendered(overlay);
+
+        // The device plugin: its own flag parser accepts the DaemonSet's
+        // arguments, and the probes hit the port it serves HTTP on.
+        let c = container(&objects, "device-plugin");
+        let argv = std::iter::once("gpupack-device-plugin".to_string())
+            .chain(c.args.clone().unwrap_or_default());
+        let cli = device_plugin::config::Cli::load_from(argv)
+            .unwrap_or_else(|e| panic!("{overlay}: device plugin flags: {e}"));
+        let port = i32::from(cli.config.http_listen.port());
+        let probes = probe_ports(&c);
+        assert!(!probes.is_empty());
+        assert!(
+            probes.iter().all(|p| *p == port),
+            "{overlay}: probes {probes:?}, serves {port}"
+        );
+        if cli.config.backend == device_plugin::config::BackendKind::Simulated {
+            let file = cli.config.simulated_file.clone().unwrap();
+            let mounted = c
+                .volume_mounts
+                .iter()
+                .flatten()
+                .any(|m| file.starts_with(&m.mount_path));
+            assert!(
+                mounted,
+                "{overlay}: {} is not on a mounted volume",
+                file.display()
+            );
+            let text =
+                std::fs::read_to_string(daemonset_dir().join(overlay).join("node.yaml")).unwrap();
+            let ctx = device_plugin::backend::DiscoveryContext {
+                node_name: "kind-worker".into(),
+                slices_per_gpu: cli.config.slices_per_gpu,
+                memory_unit_bytes: cli.config.memory_unit_bytes,
+            };
+            let inv = device_plugin::backend::simulated::parse("node.yaml", &text, &ctx).unwrap();
+            inv.validate().unwrap();
+        }
+
+        // The extender: its flag parser accepts the sidecar's arguments, the
+        // scheduler calls exactly where it serves the verbs, and the probes
+        // hit where it serves health.
+        let c = container(&objects, "extender");
+        let argv = std::iter::once("gpupack-scheduler-ext".to_string())
+            .chain(c.args.clone().unwrap_or_default());
+        let args = <scheduler_ext::Args as clap::Parser>::try_parse_from(argv)
+            .unwrap_or_else(|e| panic!("{overlay}: extender flags: {e}"));
+        let config = scheduler_ext::Config::resolve(args).unwrap();
+        let scheduler = scheduler_config(&objects);
+        let ext = &scheduler.extenders[0];
+        let scheme = if ext.enable_https { "https" } else { "http" };
+        assert!(
+            config.listen.ip().is_loopback(),
+            "{overlay}: the verbs must stay inside the pod"
+        );
+        assert_eq!(
+            ext.url_prefix.trim_end_matches('/'),
+            format!("{scheme}://{}{}", config.listen, config.url_prefix),
+            "{overlay}: urlPrefix does not reach the sidecar"
+        );
+        assert_eq!(
+            ext.enable_https,
+            config.tls.is_some(),
+            "{overlay}: enableHTTPS and the sidecar's TLS disagree"
+        );
+        let ops = config
+            .metrics_listen
+            .expect("health and metrics on their own port");
+        let probes = probe_ports(&c);
+        assert!(!probes.is_empty());
+        assert!(
+            probes.iter().all(|p| *p == i32::from(ops.port())),
+            "{overlay}: probes {probes:?}, health served on {ops}"
+        );
+        let timeout_ms = manifests::duration(ext.http_timeout.as_deref(), 5.0).unwrap() * 1000.0;
+        assert!(
+            (config.request_timeout.as_millis() as f64) < timeout_ms,
+            "{overlay}: the extender's request timeout must end before kube-scheduler's httpTimeout"
+        );
+    }
+}
