@@ -18,6 +18,7 @@ use crate::backend::simulated::SimulatedBackend;
 use crate::backend::xid::{self, XidPolicy};
 use crate::backend::{DiscoveryContext, GpuBackend, WatchGuard};
 use crate::config::{BackendKind, Config, DeviceListStrategyKind};
+use crate::delivered::Delivered;
 use crate::metrics::Metrics;
 use crate::plugin::{HandoffHandle, PluginContext};
 use crate::response::DeviceListStrategy;
@@ -117,6 +118,7 @@ pub async fn start(cfg: Config, backend: Box<dyn GpuBackend>) -> anyhow::Result<
     let metrics = Arc::new(Metrics::new());
     let handoff = Arc::new(HandoffHandle::new(cfg.memory_unit_bytes));
     let allocated = Arc::new(Notify::new());
+    let delivered = Arc::new(Delivered::default());
     let plugin_ctx = Arc::new(PluginContext {
         snapshots: states.snapshots.clone(),
         handoff: handoff.clone(),
@@ -129,6 +131,7 @@ pub async fn start(cfg: Config, backend: Box<dyn GpuBackend>) -> anyhow::Result<
         },
         handoff_wait: Duration::from_millis(cfg.handoff_wait_ms),
         allocated: allocated.clone(),
+        delivered: delivered.clone(),
     });
     let mut tasks = Vec::new();
 
@@ -184,6 +187,7 @@ pub async fn start(cfg: Config, backend: Box<dyn GpuBackend>) -> anyhow::Result<
         tasks.push(tokio::spawn(publish::run(
             client_rx.clone(),
             states.snapshots.clone(),
+            delivered.clone(),
             metrics.clone(),
             shutdown.clone(),
         )));

@@ -446,6 +446,20 @@ impl Handoff {
         })
     }
 
+    /// Whether any cached container, assigned or not, still waits for
+    /// exactly `size` of `resource`. When none does, the pod kubelet is
+    /// admitting is not in the cache yet: kubelet's pod watch and the
+    /// plugin's are separate, and kubelet's can be ahead.
+    pub fn has_pending(&self, resource: &Resource, size: u32) -> bool {
+        let rname = resource.name();
+        self.pods.values().any(|p| {
+            p.record.containers.iter().any(|c| {
+                c.amount(resource) == Some(size)
+                    && !p.allocated.contains_key(&(c.name.clone(), rname.clone()))
+            })
+        })
+    }
+
     fn rank(&self, p: &PodState, container_pos: usize, container: &str) -> (u8, u64, usize) {
         let tier = match &self.last {
             Some(k) if k.uid == p.record.uid && k.container == container => 0,

@@ -25,6 +25,7 @@ pub mod app;
 pub mod backend;
 pub mod cli;
 pub mod config;
+pub mod delivered;
 pub mod devices;
 pub mod handoff;
 pub mod health;

@@ -2,8 +2,10 @@
 //!
 //! Every answer comes from local state (the node snapshot and the handoff
 //! cache): kubelet calls GetPreferredAllocation and Allocate with no
-//! deadline, so nothing here may wait on the network. The only wait is
-//! Allocate's bounded pause for the pod cache when a call matches nothing.
+//! deadline, so nothing here may wait on the network. The only waits are
+//! bounded pauses for the pod cache: GetPreferredAllocation's while the
+//! cache holds no request of the call's size, Allocate's while a call
+//! matches nothing.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -21,6 +23,7 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use crate::delivered::Delivered;
 use crate::devices;
 use crate::handoff::{AllocateOutcome, Handoff};
 use crate::metrics::Metrics;
@@ -71,6 +74,8 @@ pub struct PluginContext {
     pub handoff_wait: Duration,
     /// Signalled after each Allocate, so verification runs soon after.
     pub allocated: Arc<Notify>,
+    /// What each ListAndWatch stream has handed to kubelet.
+    pub delivered: Arc<Delivered>,
 }
 
 /// One resource's service; `stop` ends its ListAndWatch streams so the
@@ -121,16 +126,26 @@ impl DevicePlugin for DevicePluginService {
         let resource = self.resource.clone();
         let rx = self.ctx.snapshots.clone();
         let stop = self.stop.clone();
+        let mark = self.ctx.delivered.open();
         tracing::info!(resource = %resource.name(), "kubelet opened ListAndWatch");
-        let stream = futures::stream::unfold((rx, None, stop), move |(mut rx, last, stop)| {
+        let start = (rx, None, stop, mark, None);
+        let stream = futures::stream::unfold(start, move |(mut rx, last, stop, mark, sent)| {
             let resource = resource.clone();
             async move {
+                // Asked for the next message: the previous one is on its way.
+                if let Some(generation) = sent {
+                    mark.delivered(generation);
+                }
                 loop {
-                    let list = {
+                    let (generation, list) = {
                         let snap = rx.borrow_and_update().clone();
-                        devices::to_kubelet(&devices::devices(&snap.inventory, &resource))
+                        let list =
+                            devices::to_kubelet(&devices::devices(&snap.inventory, &resource));
+                        (snap.generation, list)
                     };
-                    if last.as_ref() != Some(&list) {
+                    if last.as_ref() == Some(&list) {
+                        mark.delivered(generation);
+                    } else {
                         let (ok, bad) = (
                             list.iter().filter(|d| d.health == "Healthy").count(),
                             list.iter().filter(|d| d.health != "Healthy").count(),
@@ -139,7 +154,7 @@ impl DevicePlugin for DevicePluginService {
                         let msg = ListAndWatchResponse {
                             devices: list.clone(),
                         };
-                        return Some((Ok(msg), (rx, Some(list), stop)));
+                        return Some((Ok(msg), (rx, Some(list), stop, mark, Some(generation))));
                     }
                     tokio::select! {
                         r = rx.changed() => if r.is_err() { return None },
@@ -161,21 +176,46 @@ impl DevicePlugin for DevicePluginService {
             let available = req.available_device_i_ds;
             let must = req.must_include_device_i_ds;
             let size = usize::try_from(req.allocation_size).unwrap_or(0);
-            let (steered, aligned) = {
-                let h = self.ctx.handoff.lock();
-                let n = u32::try_from(size).unwrap_or(0);
-                let steered = h.preferred(&self.resource, &available, &must, n);
-                let aligned = match steered {
-                    Some(_) => None,
-                    None => h.preferred_unassigned(
-                        &snap.inventory,
-                        &self.resource,
-                        &available,
-                        &must,
-                        n,
-                    ),
+            let n = u32::try_from(size).unwrap_or(0);
+            // kubelet admits a pod as soon as its own watch shows it bound;
+            // the plugin's watch may deliver it a moment later. Answering
+            // before then would steer kubelet by topology alone, onto GPUs
+            // other than the assigned ones, and Allocate would have to
+            // refuse them. So, like Allocate, wait (bounded) for the pod
+            // cache while it holds no request this call could be for.
+            let deadline = tokio::time::Instant::now() + self.ctx.handoff_wait;
+            let (steered, aligned) = loop {
+                let notified = self.ctx.handoff.changed.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                let decided = {
+                    let h = self.ctx.handoff.lock();
+                    let steered = h.preferred(&self.resource, &available, &must, n);
+                    if steered.is_none()
+                        && !h.has_pending(&self.resource, n)
+                        && tokio::time::Instant::now() < deadline
+                    {
+                        None
+                    } else {
+                        let aligned = match steered {
+                            Some(_) => None,
+                            None => h.preferred_unassigned(
+                                &snap.inventory,
+                                &self.resource,
+                                &available,
+                                &must,
+                                n,
+                            ),
+                        };
+                        Some((steered, aligned))
+                    }
                 };
-                (steered, aligned)
+                match decided {
+                    Some(d) => break d,
+                    None => {
+                        let _ = tokio::time::timeout_at(deadline, notified).await;
+                    }
+                }
             };
             let ids = match (steered, aligned) {
                 (Some((key, ids)), _) => {

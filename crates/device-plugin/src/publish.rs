@@ -1,7 +1,8 @@
 //! Publishing the node's `GpuNodeInventory` (named after the node) by
 //! server-side apply, on start and after every change. The API server being
 //! away never stops the plugin: the latest inventory is retried with
-//! backoff until it lands.
+//! backoff until it lands. A new generation is published once kubelet's
+//! `ListAndWatch` streams carry it (bounded), never before.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,16 +13,22 @@ use proto::inventory::GpuNodeInventory;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::delivered::Delivered;
 use crate::metrics::Metrics;
 use crate::state::Snapshot;
 
 /// Field manager for server-side apply.
 pub const FIELD_MANAGER: &str = "gpupack-device-plugin";
 
+/// Longest a publication waits for kubelet's streams to carry the same
+/// generation (they are local and answer in milliseconds).
+const KUBELET_FIRST_LIMIT: Duration = Duration::from_secs(1);
+
 /// Publishes until `shutdown`.
 pub async fn run(
     mut client: watch::Receiver<Option<Client>>,
     mut snapshots: watch::Receiver<Arc<Snapshot>>,
+    delivered: Arc<Delivered>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
@@ -36,6 +43,11 @@ pub async fn run(
         let snap = snapshots.borrow_and_update().clone();
         let obj = GpuNodeInventory::for_node(snap.inventory.clone());
         let name = snap.inventory.node_name.clone();
+        // kubelet first: the extender must never see a device healthy
+        // that kubelet does not (see `delivered`).
+        if !delivered.wait(snap.generation, KUBELET_FIRST_LIMIT).await {
+            tracing::warn!(node = %name, generation = snap.generation, "kubelet has not taken the device lists yet; publishing anyway");
+        }
         match api
             .patch(
                 &name,

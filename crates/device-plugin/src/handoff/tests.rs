@@ -508,3 +508,22 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn pending_requests_are_known_by_resource_and_size() {
+    let mut h = Handoff::new(GIB);
+    assert!(!h.has_pending(&Resource::Gpu, 1));
+    h.upsert(pod("a", 1, vec![(ca("c", &[(0, 10)]), true)]));
+    assert!(h.has_pending(&Resource::Gpu, 1));
+    assert!(h.has_pending(&Resource::GpuMemory, 10));
+    assert!(!h.has_pending(&Resource::Gpu, 2));
+    assert!(!h.has_pending(&Resource::GpuMemory, 9));
+    let ids = vec![format!("{}::s0", gpu(0))];
+    assert!(matches!(
+        h.allocate(&Resource::Gpu, &ids, false),
+        AllocateOutcome::Assigned { .. }
+    ));
+    // Allocated: a call for one GPU now cannot be for this pod.
+    assert!(!h.has_pending(&Resource::Gpu, 1));
+    assert!(h.has_pending(&Resource::GpuMemory, 10));
+}
