@@ -173,7 +173,8 @@ pub struct Config {
     #[serde(default)]
     pub no_kubernetes: bool,
 
-    /// How long Allocate waits for the pod cache before deciding, in ms.
+    /// How long GetPreferredAllocation and Allocate wait for the pod cache
+    /// to hold the pod kubelet is admitting before deciding, in ms.
     #[arg(
         long,
         env = "GPUPACK_HANDOFF_WAIT_MS",

@@ -36,7 +36,9 @@
 //! without an assignment (placed by another scheduler) is answered from the
 //! devices kubelet chose. When nothing matches at all, the caller waits
 //! briefly for the pod cache to catch up before deciding
-//! ([`AllocateOutcome::Retry`]).
+//! ([`AllocateOutcome::Retry`]); GetPreferredAllocation waits likewise
+//! while the cache holds no request of its size ([`Handoff::has_pending`]),
+//! since kubelet's pod watch may be ahead of the plugin's.
 //!
 //! Afterwards, PodResources shows which devices kubelet recorded for which
 //! container; [`Handoff::verify`] compares that with the assignments and
