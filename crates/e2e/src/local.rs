@@ -85,9 +85,12 @@ pub struct LocalCluster {
 impl LocalCluster {
     /// Starts everything and waits until every node's devices are in the
     /// API, every inventory is published and every extender is ready.
+    /// With `E2E_KEEP_LOGS` set, the run directory (every component's log)
+    /// outlives the run, for reading after a failure.
     pub async fn start(programs: Programs, options: LocalOptions) -> Result<LocalCluster> {
         let tmp = tempfile::Builder::new()
             .prefix("gpupack-e2e-")
+            .disable_cleanup(std::env::var_os("E2E_KEEP_LOGS").is_some())
             .tempdir()
             .context("creating the run directory")?;
         let api = ApiServer::start()
