@@ -126,22 +126,10 @@ pub fn health_counts(entries: &[DeviceEntry]) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::{DiscoveryContext, simulated};
-    use std::path::Path;
+    use crate::backend::simulated;
 
     fn load(file: &str) -> NodeInventory {
-        let ctx = DiscoveryContext {
-            node_name: "node-a".into(),
-            slices_per_gpu: 4,
-            memory_unit_bytes: 1 << 30,
-        };
-        simulated::load(
-            &Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("simulated")
-                .join(file),
-            &ctx,
-        )
-        .unwrap()
+        simulated::load_example(file)
     }
 
     #[test]

@@ -227,24 +227,12 @@ fn combinations(n: usize, k: usize) -> Vec<Vec<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::{DiscoveryContext, simulated};
+    use crate::backend::simulated;
     use crate::devices;
     use proto::resources::Resource;
-    use std::path::Path;
 
     fn load(file: &str) -> NodeInventory {
-        let ctx = DiscoveryContext {
-            node_name: "node-a".into(),
-            slices_per_gpu: 4,
-            memory_unit_bytes: 1 << 30,
-        };
-        simulated::load(
-            &Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("simulated")
-                .join(file),
-            &ctx,
-        )
-        .unwrap()
+        simulated::load_example(file)
     }
 
     fn ids(inv: &NodeInventory, r: &Resource) -> Vec<String> {

@@ -537,6 +537,20 @@ impl GpuBackend for SimulatedBackend {
     }
 }
 
+/// A shipped example node (`simulated/<file>`) as node `node-a`, for tests.
+#[cfg(test)]
+pub(crate) fn load_example(file: &str) -> NodeInventory {
+    let ctx = DiscoveryContext {
+        node_name: "node-a".into(),
+        slices_per_gpu: 4,
+        memory_unit_bytes: 1 << 30,
+    };
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("simulated")
+        .join(file);
+    load(&path, &ctx).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
