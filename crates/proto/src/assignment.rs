@@ -36,6 +36,12 @@ const DOC: &str = "assignment";
 pub const ANNOTATION: &str = "gpupack.io/assignment";
 /// The version this build writes and reads.
 pub const VERSION: &str = "v1";
+/// Annotation on a node's `GpuNodeInventory` object (not on a pod): the
+/// scheduler extender's pending binds on that node, assignments by pod UID,
+/// written before each Binding so that replicas serialise their bind
+/// decisions per node. Only the extender writes it; the device plugin owns
+/// the object's spec and leaves the annotation alone.
+pub const RESERVATIONS_ANNOTATION: &str = "gpupack.io/reservations";
 
 /// Which GPUs each container of a pod gets.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

@@ -11,7 +11,8 @@
 //! - [`inventory`]: the node GPU inventory (`GpuNodeInventory`, `gpupack.io/v1`)
 //!   the device plugin publishes and the scheduler extender reads.
 //! - [`assignment`]: the per-container GPU assignment (`gpupack.io/assignment`,
-//!   v1) the extender writes on a pod and the device plugin honours.
+//!   v1) the extender writes on a pod and the device plugin honours, and the
+//!   name of the extender's pending reservations on a `GpuNodeInventory`.
 //! - [`annotations`]: the model annotations an LLM pod may carry.
 //! - [`extender`]: kube-scheduler's HTTP extender API v1 (filter, prioritize,
 //!   bind, preempt), as kube-scheduler puts it on the wire.

@@ -16,8 +16,9 @@ use std::collections::BTreeMap;
 use proto::assignment::PodAssignment;
 use serde::{Deserialize, Serialize};
 
-/// The annotation on `GpuNodeInventory` holding [`Reservations`] as JSON.
-pub const ANNOTATION: &str = "gpupack.io/reservations";
+/// The annotation on `GpuNodeInventory` holding [`Reservations`] as JSON;
+/// its name is a contract, so it lives in `proto`.
+pub use proto::assignment::RESERVATIONS_ANNOTATION as ANNOTATION;
 /// The format version written and read.
 pub const VERSION: &str = "v1";
 
