@@ -99,7 +99,10 @@ pub(crate) async fn handle(
         ),
         _ => ("other", String::new(), String::new(), None, None),
     };
-    let decision = app.faults.decide(route::is_write(verb));
+    let mut decision = app.faults.decide(route::is_write(verb));
+    if decision.fail.is_none() && matches!(verb, "list" | "watch") {
+        decision.fail = app.faults.list_failure(&resource);
+    }
     if !decision.latency.is_zero() {
         tokio::time::sleep(decision.latency).await;
     }

@@ -2,6 +2,7 @@
 //! latency, server errors. Closing watches and outages live on the server
 //! handle; this module decides, per request, what to inject.
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,9 @@ pub struct FaultPlan {
     pub fail_for_ms: u64,
     /// Fail the next N requests.
     pub fail_next: u32,
+    /// Fail every list and watch of these resources (plural names, e.g.
+    /// `gpunodeinventories`), so no informer of them can sync.
+    pub fail_lists: Vec<String>,
 }
 
 /// What to do with one request.
@@ -56,6 +60,7 @@ struct State {
     fail_status: u16,
     fail_until: Option<Instant>,
     fail_next: u32,
+    fail_lists: BTreeSet<String>,
     injected: Injected,
 }
 
@@ -69,6 +74,7 @@ impl Default for State {
             fail_status: 503,
             fail_until: None,
             fail_next: 0,
+            fail_lists: BTreeSet::new(),
             injected: Injected::default(),
         }
     }
@@ -115,6 +121,15 @@ impl Faults {
         s.fail_next = n;
     }
 
+    /// Every list and watch of `resource` (plural, e.g. `gpunodeinventories`)
+    /// fails with `status` until cleared: a client's informer of it cannot
+    /// sync, while every other request is served.
+    pub fn fail_lists(&self, resource: &str, status: u16) {
+        let mut s = self.state();
+        s.fail_status = status;
+        s.fail_lists.insert(resource.to_string());
+    }
+
     /// Switches every fault off (the counts of injected faults stay).
     pub fn clear(&self) {
         let mut s = self.state();
@@ -138,10 +153,24 @@ impl Faults {
         if plan.fail_next > 0 {
             self.fail_next(status, plan.fail_next);
         }
+        for resource in &plan.fail_lists {
+            self.fail_lists(resource, status);
+        }
     }
 
     pub fn injected(&self) -> Injected {
         self.state().injected
+    }
+
+    /// The failure for a list or watch of `resource`, if [`Faults::fail_lists`]
+    /// holds it back; counted.
+    pub(crate) fn list_failure(&self, resource: &str) -> Option<u16> {
+        let mut s = self.state();
+        if !s.fail_lists.contains(resource) {
+            return None;
+        }
+        s.injected.failures += 1;
+        Some(s.fail_status)
     }
 
     /// Decides the faults for one request and counts them.
@@ -213,6 +242,18 @@ mod tests {
         f.clear();
         assert_eq!(f.decide(true), Decision::default());
         assert_eq!(f.injected().failures, 2);
+    }
+
+    #[test]
+    fn lists_fail_by_resource_until_cleared() {
+        let f = Faults::default();
+        f.fail_lists("gpunodeinventories", 503);
+        assert_eq!(f.list_failure("gpunodeinventories"), Some(503));
+        assert_eq!(f.list_failure("pods"), None);
+        assert_eq!(f.decide(false), Decision::default());
+        f.clear();
+        assert_eq!(f.list_failure("gpunodeinventories"), None);
+        assert_eq!(f.injected().failures, 1);
     }
 
     #[test]
