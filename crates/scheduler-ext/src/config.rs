@@ -42,6 +42,11 @@ pub struct Args {
     /// PEM private key for --tls-cert.
     #[arg(long, env = "GPUPACK_EXT_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates; with it, HTTPS clients must present a certificate
+    /// they signed (the scheduler's `tlsConfig.certFile`/`keyFile`). kubelet's
+    /// HTTP probes present none: serve them on --metrics-listen [default: none].
+    #[arg(long, env = "GPUPACK_EXT_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
     /// Largest request body in bytes [default: 67108864].
     #[arg(long, env = "GPUPACK_EXT_BODY_LIMIT_BYTES")]
     pub body_limit_bytes: Option<usize>,
@@ -78,6 +83,7 @@ struct File {
     policy: Option<String>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
     body_limit_bytes: Option<usize>,
     request_timeout_ms: Option<u64>,
     reservation_ttl_seconds: Option<u64>,
@@ -102,7 +108,10 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     pub url_prefix: String,
     pub policy: Policy,
+    /// Certificate chain and key files.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// CA file clients' certificates are verified against; only with `tls`.
+    pub tls_client_ca: Option<PathBuf>,
     pub body_limit_bytes: usize,
     pub request_timeout: Duration,
     pub reservation_ttl: Duration,
@@ -154,6 +163,13 @@ impl Config {
             (Some(_), None) => return Err(invalid("tls-key", "required with tls-cert".into())),
             (None, Some(_)) => return Err(invalid("tls-cert", "required with tls-key".into())),
         };
+        let tls_client_ca = args.tls_client_ca.or(file.tls_client_ca);
+        if tls_client_ca.is_some() && tls.is_none() {
+            return Err(invalid(
+                "tls-client-ca",
+                "client certificates need HTTPS; set tls-cert and tls-key".into(),
+            ));
+        }
         let positive = |setting, v: u64| {
             if v == 0 {
                 Err(invalid(setting, "must be greater than 0".into()))
@@ -201,6 +217,7 @@ impl Config {
             url_prefix: url_prefix.trim_end_matches('/').to_string(),
             policy,
             tls,
+            tls_client_ca,
             body_limit_bytes: positive(
                 "body-limit-bytes",
                 args.body_limit_bytes
@@ -306,5 +323,11 @@ mod tests {
         })
         .unwrap_err();
         assert!(e.to_string().contains("tls-key"), "{e}");
+        let e = Config::resolve(Args {
+            tls_client_ca: Some("ca.pem".into()),
+            ..Args::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().starts_with("tls-client-ca:"), "{e}");
     }
 }

@@ -20,6 +20,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::RootCertStore;
+use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_util::sync::CancellationToken;
 
 use crate::bind::{BindConfig, Binder, Clock};
@@ -63,7 +65,7 @@ impl Extender {
         clock: Clock,
     ) -> Result<Extender, StartError> {
         let tls = match &config.tls {
-            Some((cert, key)) => Some(tls_acceptor(cert, key)?),
+            Some((cert, key)) => Some(tls_acceptor(cert, key, config.tls_client_ca.as_deref())?),
             None => None,
         };
         let listener =
@@ -163,7 +165,12 @@ impl Extender {
         if let Some((_, task)) = ops {
             background.push(task);
         }
-        tracing::info!(%addr, metrics = ?metrics_addr, tls = config.tls.is_some(), prefix = %config.url_prefix, policy = %config.policy, "serving");
+        if config.tls_client_ca.is_some() && metrics_addr.is_none() {
+            tracing::warn!(
+                "HTTPS clients must present a certificate, also kubelet's probes of /healthz and /readyz, which cannot; serve those on --metrics-listen"
+            );
+        }
+        tracing::info!(%addr, metrics = ?metrics_addr, tls = config.tls.is_some(), client_certs = config.tls_client_ca.is_some(), prefix = %config.url_prefix, policy = %config.policy, "serving");
         Ok(Extender {
             addr,
             metrics_addr,
@@ -196,28 +203,56 @@ impl Extender {
     }
 }
 
-fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, StartError> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| StartError::Tls(format!("{}: {e}", cert.display())))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| StartError::Tls(format!("{}: {e}", cert.display())))?;
-    if certs.is_empty() {
-        return Err(StartError::Tls(format!(
-            "{}: no certificate",
-            cert.display()
-        )));
-    }
+/// The TLS side of the listener; with `client_ca`, a client must present a
+/// certificate that CA signed (kube-scheduler sends its `tlsConfig`'s
+/// `certFile`/`keyFile`), so no one else can ask for binds.
+fn tls_acceptor(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+) -> Result<TlsAcceptor, StartError> {
+    let certs = read_certs(cert)?;
     let key = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| StartError::Tls(format!("{}: {e}", key.display())))?;
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let mut server = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+    let builder = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| StartError::Tls(e.to_string()))?
-        .with_no_client_auth()
+        .map_err(|e| StartError::Tls(e.to_string()))?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let mut roots = RootCertStore::empty();
+            for ca in read_certs(path)? {
+                roots
+                    .add(ca)
+                    .map_err(|e| StartError::Tls(format!("{}: {e}", path.display())))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| StartError::Tls(format!("{}: {e}", path.display())))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut server = builder
         .with_single_cert(certs, key)
         .map_err(|e| StartError::Tls(e.to_string()))?;
     server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(server)))
+}
+
+/// The PEM certificates in `path`; at least one.
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, StartError> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| StartError::Tls(format!("{}: {e}", path.display())))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| StartError::Tls(format!("{}: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(StartError::Tls(format!(
+            "{}: no certificate",
+            path.display()
+        )));
+    }
+    Ok(certs)
 }
 
 /// Accepts connections until `stop`, then drains them for up to `grace`.

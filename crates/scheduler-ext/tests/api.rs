@@ -116,6 +116,79 @@ async fn ledger_is_rebuilt_after_a_restart() {
     second.shutdown().await;
 }
 
+/// After a restart the extender is not ready, and refuses binds with an
+/// error kube-scheduler retries (writing nothing), until both of its
+/// initial lists are in; held back here one at a time by the API failing
+/// every list and watch of that resource while serving everything else.
+#[tokio::test]
+async fn readiness_and_binds_wait_for_the_initial_lists() {
+    let (server, client) = cluster().await;
+    add_node(&client, &inventory("gpu-1", 3)).await;
+    let first = extender(&client, "a").await;
+    let holder = add_pod(&client, &pod("ml", "holder", "", 1, None)).await;
+    assert_eq!(
+        post_json(&first, "/bind", &bind_args(&holder, "gpu-1")).await["Error"],
+        ""
+    );
+    first.shutdown().await;
+    kubelet_admits_bound_pods(&client, "ml").await;
+    let gpu = |a: PodAssignment| a.container("server").unwrap().gpus[0].index;
+    let mut taken = vec![gpu(assignment(&client, "holder").await.unwrap())];
+    let writes = || {
+        server.requests().count("create", "pods/binding")
+            + server.requests().count("patch", "gpunodeinventories")
+    };
+
+    for resource in ["gpunodeinventories", "pods"] {
+        let name = format!("after-{resource}");
+        let newcomer = add_pod(&client, &pod("ml", &name, "", 1, None)).await;
+        server.faults().fail_lists(resource, 503);
+        let failures = server.faults().injected().failures;
+        let ext = start_extender(
+            &client,
+            scheduler_ext::Args {
+                identity: Some(name.clone()),
+                ..scheduler_ext::Args::default()
+            },
+        )
+        .await;
+        eventually(&format!("a list of {resource} refused"), || async {
+            server.faults().injected().failures > failures
+        })
+        .await;
+
+        let (status, body) = http(&ext, "GET", "/readyz", "").await;
+        assert_eq!(status, 503, "{resource}: {body}");
+        let before = writes();
+        let r = post_json(&ext, "/bind", &bind_args(&newcomer, "gpu-1")).await;
+        let e = r["Error"].as_str().unwrap();
+        assert!(
+            e.contains("ledger is still being built") && e.contains("retry"),
+            "{resource}: {r}"
+        );
+        let r = post_json(&ext, "/filter", &args(&newcomer, &["gpu-1"])).await;
+        assert!(r["Error"].as_str().unwrap().contains("retry"), "{r}");
+        assert_eq!(writes(), before, "{resource}: nothing written unready");
+        assert!(assignment(&client, &name).await.is_none());
+
+        server.faults().clear();
+        eventually(&format!("ready once {resource} lists"), || async {
+            http(&ext, "GET", "/readyz", "").await.0 == 200
+        })
+        .await;
+        let r = post_json(&ext, "/bind", &bind_args(&newcomer, "gpu-1")).await;
+        assert_eq!(r["Error"], "", "{resource}: {r}");
+        let placed = gpu(assignment(&client, &name).await.unwrap());
+        assert!(
+            !taken.contains(&placed),
+            "GPU {placed} was taken: {taken:?}"
+        );
+        taken.push(placed);
+        kubelet_admits_bound_pods(&client, "ml").await;
+        ext.shutdown().await;
+    }
+}
+
 #[tokio::test]
 async fn deleting_a_pod_releases_its_gpus() {
     let (_server, client) = cluster().await;

@@ -9,31 +9,13 @@ mod support;
 use serde_json::{Value, json};
 use support::*;
 
-const NODE_OK: &str = "fake-gpu-node-1";
-const NODE_NEVER: &str = "fake-gpu-node-2";
-
-fn fixture(mode: &str, name: &str) -> String {
-    let path = format!(
-        "{}/../proto/tests/fixtures/extender/{mode}/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    std::fs::read_to_string(&path)
-        .unwrap()
-        .replace("example.com/gpu-memory", "gpupack.io/gpu-memory")
-}
-
-/// node-1: eight free GPUs; node-2: one GPU in MIG mode with no instances,
-/// which can never take a shared request.
 async fn setup() -> (
     apiserver_standin::ApiServer,
     kube::Client,
     scheduler_ext::Extender,
 ) {
     let (server, client) = cluster().await;
-    add_node(&client, &scheduler_ext::synthetic::inventory(NODE_OK, 8)).await;
-    let mut never = scheduler_ext::synthetic::inventory(NODE_NEVER, 1);
-    never.spec.gpus[0].mig_enabled = true;
-    add_node(&client, &never).await;
+    add_fixture_nodes(&client).await;
     let ext = extender(&client, "a").await;
     (server, client, ext)
 }

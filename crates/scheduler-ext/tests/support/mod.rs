@@ -10,7 +10,7 @@ use kube::Client;
 use kube::api::{Api, PostParams};
 use proto::inventory::GpuNodeInventory;
 use scheduler_ext::{Args, Config, Extender, system_clock};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 pub async fn cluster() -> (ApiServer, Client) {
@@ -18,6 +18,20 @@ pub async fn cluster() -> (ApiServer, Client) {
     server.register(ResourceType::gpu_node_inventory());
     let client = server.client().await.unwrap();
     (server, client)
+}
+
+/// The nodes of the captured bodies: node-1 with eight free GPUs, node-2
+/// with one GPU in MIG mode and no instances, which can never take a shared
+/// request.
+pub const NODE_OK: &str = "fake-gpu-node-1";
+pub const NODE_NEVER: &str = "fake-gpu-node-2";
+
+/// Publishes the inventories of [`NODE_OK`] and [`NODE_NEVER`].
+pub async fn add_fixture_nodes(client: &Client) {
+    add_node(client, &scheduler_ext::synthetic::inventory(NODE_OK, 8)).await;
+    let mut never = scheduler_ext::synthetic::inventory(NODE_NEVER, 1);
+    never.spec.gpus[0].mig_enabled = true;
+    add_node(client, &never).await;
 }
 
 pub async fn add_node(client: &Client, inv: &GpuNodeInventory) {
@@ -35,18 +49,43 @@ pub async fn add_pod(client: &Client, pod: &Pod) -> Pod {
 }
 
 pub async fn extender(client: &Client, identity: &str) -> Extender {
-    let config = Config::resolve(Args {
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        identity: Some(identity.into()),
-        event_interval_seconds: Some(1),
-        ..Args::default()
-    })
-    .unwrap();
-    let ext = Extender::start(client.clone(), &config, system_clock())
-        .await
-        .unwrap();
+    let ext = start_extender(
+        client,
+        Args {
+            identity: Some(identity.into()),
+            ..Args::default()
+        },
+    )
+    .await;
     eventually("extender ready", || async { ext.readiness.is_ready() }).await;
     ext
+}
+
+/// Starts an extender with `args` on a free local port, without waiting
+/// for its ledger.
+pub async fn start_extender(client: &Client, args: Args) -> Extender {
+    let config = Config::resolve(Args {
+        listen: args.listen.or(Some("127.0.0.1:0".parse().unwrap())),
+        event_interval_seconds: args.event_interval_seconds.or(Some(1)),
+        ..args
+    })
+    .unwrap();
+    Extender::start(client.clone(), &config, system_clock())
+        .await
+        .unwrap()
+}
+
+/// A body captured from kube-scheduler (`crates/proto/tests/fixtures`), in
+/// `nodeCacheCapable` mode `ncc-true` or `ncc-false`, asking for gpupack's
+/// memory resource instead of the capture's `example.com/gpu-memory`.
+pub fn fixture(mode: &str, name: &str) -> String {
+    let path = format!(
+        "{}/../proto/tests/fixtures/extender/{mode}/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("example.com/gpu-memory", "gpupack.io/gpu-memory")
 }
 
 /// Polls `check` until it holds, for up to 10 s.
@@ -76,18 +115,37 @@ pub async fn http_at(
     path: &str,
     body: &str,
 ) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
+    let s = TcpStream::connect(addr).await.unwrap();
+    exchange(s, &addr.to_string(), method, path, body)
+        .await
+        .unwrap()
+}
+
+/// One HTTP/1.1 exchange over any connection (plain or TLS); `Err` with
+/// what came back when that is no HTTP answer.
+pub async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
+    host: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> Result<(u16, String), String> {
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: Go-http-client/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: Go-http-client/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     // A server refusing an oversized body may close before reading it all;
     // its answer is still there to read.
     let _ = s.write_all(req.as_bytes()).await;
     let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw).await;
-    let text = String::from_utf8(raw).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let read = s.read_to_end(&mut raw).await;
+    let text = String::from_utf8_lossy(&raw);
+    let Some((head, body)) = text
+        .split_once("\r\n\r\n")
+        .filter(|(head, _)| head.starts_with("HTTP/"))
+    else {
+        return Err(format!("no HTTP answer (read: {read:?}): {text:?}"));
+    };
     let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
     let body = if head
         .to_ascii_lowercase()
@@ -97,7 +155,7 @@ pub async fn http_at(
     } else {
         body.to_string()
     };
-    (status, body)
+    Ok((status, body))
 }
 
 fn dechunk(mut s: &str) -> String {
