@@ -4,6 +4,7 @@
 mod replay;
 mod report;
 mod trace;
+mod workload;
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -17,6 +18,10 @@ pub use replay::{Cluster, MemoryMode, Run};
 /// Arguments of `gpupack simulate`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// LLM workload file (YAML): node types and deployments. Without it and
+    /// without trace files, the built-in example workload runs.
+    #[arg(long, value_name = "YAML")]
+    pub workload: Option<PathBuf>,
     /// Node list of the Alibaba GPU trace (openb_node_list_gpu_node.csv).
     #[arg(long, value_name = "CSV")]
     pub trace_nodes: Option<PathBuf>,
@@ -203,6 +208,9 @@ pub fn simulate_family(
 }
 
 pub fn run(args: Args) -> Result<()> {
+    if args.workload.is_some() || (args.trace_nodes.is_none() && args.trace_pods.is_empty()) {
+        return workload::run(&args);
+    }
     let policies = parse_policies(&args.policy)?;
     let seeds = parse_seeds(&args.seeds)?;
     if !(args.tune > 0.0 && args.tune <= 10.0) {
