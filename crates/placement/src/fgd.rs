@@ -13,8 +13,9 @@ use crate::demand::{GpuNeed, MemoryNeed, PodDemand};
 use crate::model::{MAX_GPUS_PER_NODE, model_matches};
 use crate::state::{GpuState, NodeState};
 
-/// Most kinds of typical pods kept: each costs time in every score.
-pub const MAX_KINDS: usize = 48;
+/// Most kinds of typical pods kept: each costs time in every score, and a
+/// scorer evaluates at most 64 (one bit each in a GPU's room mask).
+pub const MAX_KINDS: usize = 64;
 
 /// A workload's typical pods with their probabilities (summing to 1).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -161,6 +162,8 @@ pub(crate) struct Bound {
     pub typs: Vec<Typ>,
     /// Per GPU size in the ledger, each typical pod's need in thousandths.
     needs: Vec<(u64, Vec<u32>)>,
+    /// Per model id: millicores the typical GPU pod brings per thousandth of a GPU.
+    pub cpu_per_milli: Vec<f64>,
 }
 
 impl Bound {
@@ -196,7 +199,7 @@ impl Bound {
                 }
             })
             .collect::<Vec<Typ>>();
-        let needs = totals
+        let needs: Vec<(u64, Vec<u32>)> = totals
             .iter()
             .map(|&total| {
                 (
@@ -205,7 +208,32 @@ impl Bound {
                 )
             })
             .collect();
-        Bound { typs, needs }
+        // Per GPU model: CPU the typical GPU pod that may run there brings
+        // per thousandth of GPU it takes.
+        let cpu_per_milli = (0..models.len())
+            .map(|m| {
+                let (cpu, milli) = typs
+                    .iter()
+                    .filter(|t| t.count > 0 && t.allows(m as u16, models))
+                    .fold((0.0, 0.0), |(c, mm), t| {
+                        let per_gpu = t
+                            .fixed_milli
+                            .or_else(|| totals.first().map(|&total| t.memory.milli_on(total)))
+                            .unwrap_or(1000)
+                            .min(1000);
+                        (
+                            c + t.p * t.cpu as f64,
+                            mm + t.p * (t.count as f64 * per_gpu as f64),
+                        )
+                    });
+                if milli > 0.0 { cpu / milli } else { 0.0 }
+            })
+            .collect();
+        Bound {
+            typs,
+            needs,
+            cpu_per_milli,
+        }
     }
 
     /// Position of the needs row for GPUs of `total` bytes.

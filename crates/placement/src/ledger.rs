@@ -126,6 +126,9 @@ pub struct Ledger {
     by_name: HashMap<String, NodeId>,
     models: Vec<String>,
     pods: HashMap<PodKey, Entry>,
+    /// Set: [`Ledger::decide`] breaks equal scores by a fixed node order
+    /// drawn from this seed instead of at random.
+    tie_seed: Option<u64>,
 }
 
 impl PartialEq for Ledger {
@@ -410,8 +413,21 @@ impl Ledger {
         }
     }
 
+    /// Makes [`Ledger::decide`] break equal scores by a fixed pseudo-random
+    /// node order (drawn from `seed`) rather than anew at every decision.
+    ///
+    /// The FGD paper's simulator gives its nodes random name prefixes and
+    /// then settles ties by node order, so equal-scoring pods keep landing on
+    /// the same nodes — a packing effect its published packing and FGD
+    /// results depend on. Replays compared with them do the same. The
+    /// `random` policy keeps drawing at random.
+    pub fn order_ties(&mut self, seed: u64) {
+        self.tie_seed = Some(seed);
+    }
+
     /// The whole decision over every node: the best-scoring node (ties broken
-    /// uniformly at random, as kube-scheduler does) and the devices there.
+    /// uniformly at random, as kube-scheduler does, unless
+    /// [`Ledger::order_ties`] fixed an order) and the devices there.
     /// `None` when the pod fits nowhere.
     pub fn decide(
         &self,
@@ -422,6 +438,7 @@ impl Ledger {
         let d = prep.demand;
         let mut best: Option<(f64, usize)> = None;
         let mut ties = 0u32;
+        let tie_seed = self.tie_seed.filter(|_| scorer.policy != Policy::Random);
         let mut memo: SigMap<Option<f64>> = SigMap::default();
         for (pos, slot) in self.nodes.iter().enumerate() {
             let Some(n) = slot else { continue };
@@ -444,7 +461,13 @@ impl Ledger {
             let Some(s) = s else { continue };
             match best {
                 Some((b, _)) if s < b => {}
-                Some((b, _)) if s == b => {
+                Some((b, best_pos)) if s == b => {
+                    if let Some(seed) = tie_seed {
+                        if tie_rank(seed, pos) < tie_rank(seed, best_pos) {
+                            best = Some((s, pos));
+                        }
+                        continue;
+                    }
                     ties += 1;
                     if rng.random_range(0..ties) == 0 {
                         best = Some((s, pos));
@@ -753,4 +776,13 @@ pub fn scale_scores(scores: &[f64], max: i64) -> Vec<i64> {
             }
         })
         .collect()
+}
+
+/// A node's place in the fixed tie order of `seed`: a bijective mix of the
+/// node's position, so every seed gives one permutation of the nodes.
+fn tie_rank(seed: u64, pos: usize) -> u64 {
+    let mut x = (pos as u64) ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
 }

@@ -21,9 +21,8 @@ use crate::state::NodeState;
 )]
 #[serde(rename_all = "kebab-case")]
 pub enum Policy {
-    /// Ours: least expected fragmentation (exact, no score rounding), then
-    /// tightest fit, then link quality; CPU-only pods go where CPU is least
-    /// needed by GPU work.
+    /// Ours: least expected fragmentation counting GPU stranded for lack of
+    /// CPU, then link quality; the tightest GPU among equally good ones.
     Gpupack,
     /// A uniformly random node that fits.
     Random,
@@ -429,15 +428,30 @@ pub(crate) fn score(
             if scorer.policy == Policy::Fgd {
                 frag_delta
             } else {
-                gpupack_score(node, prep, plan, frag_delta, gpu_milli)
+                gpupack_score(scorer, node, prep, plan, frag_delta, gpu_milli)
             }
         }
     }
 }
 
-/// Ours: fragmentation decrease first; among equal ones prefer the node left
-/// fullest (keeps empty nodes whole for large pods) and better links.
+/// Thousandths of a GPU that FGD's sigmoid maps to one unit: its scale.
+const FRAG_SCALE: f64 = 1000.0;
+
+/// Weight of CPU-stranded GPU against the typical-pod fragmentation.
+const STRAND_WEIGHT: f64 = 0.25;
+
+/// Ours: FGD's fragmentation decrease, extended by the GPU a placement
+/// strands for lack of CPU, on FGD's integer scale (so that equal steps tie
+/// and ties keep packing onto the same nodes), plus link quality for
+/// multi-GPU containers.
+///
+/// FGD asks whether the node could host *one* more typical pod, so a CPU-only
+/// pod on an 8-GPU node with 12 cores per GPU looks free of cost although it
+/// leaves one of the GPUs without the CPU its typical pod brings. The strand
+/// term counts the idle thousandths beyond what the node's free CPU can feed
+/// at the typical pods' CPU per GPU for that GPU model.
 fn gpupack_score(
+    scorer: &Scorer,
     node: &NodeState,
     prep: &Prepared<'_>,
     plan: &Plan,
@@ -458,8 +472,23 @@ fn gpupack_score(
             (4 - crate::topology::worst_rank(node, &set[..n]).min(4)) as f64
         })
         .sum();
-    let cpu_left = (node.cpu_free - d.cpu_milli) as f64 / node.cpu_total.max(1) as f64;
-    frag_delta + 50.0 * link_bonus - 1e-3 * idle_after as f64 - 1e-3 * cpu_left
+    let cpu_per_milli = node
+        .gpus
+        .first()
+        .and_then(|g| scorer.typical.cpu_per_milli.get(g.model as usize))
+        .copied()
+        .unwrap_or(0.0);
+    let stranded = |cpu_free: u64, idle: u64| {
+        if cpu_per_milli > 0.0 {
+            (idle as f64 - cpu_free as f64 / cpu_per_milli).max(0.0)
+        } else {
+            0.0
+        }
+    };
+    let strand_delta = stranded(node.cpu_free - d.cpu_milli, idle_after)
+        - stranded(node.cpu_free, node.idle_milli());
+    let steps = (sigmoid((frag_delta - STRAND_WEIGHT * strand_delta) / FRAG_SCALE) * 100.0).trunc();
+    steps * 1000.0 + 50.0 * link_bonus
 }
 
 /// The FGD simulator's GpuPacking score.

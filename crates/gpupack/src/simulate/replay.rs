@@ -173,6 +173,8 @@ pub fn replay(
     seed: u64,
 ) -> Result<Run> {
     let mut ledger = cluster.ledger()?;
+    // Equal scores go by a fixed node order, as in the paper's simulator.
+    ledger.order_ties(seed);
     let scorer: Scorer = ledger.scorer(policy, typical);
     let frag_scorer = ledger.scorer(Policy::Fgd, typical);
     let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9e37_79b9).wrapping_add(1));
