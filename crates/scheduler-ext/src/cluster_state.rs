@@ -167,7 +167,9 @@ fn holding_hash(a: &Allocation) -> u64 {
         .flat_map(|c| &c.gpus)
         .map(|g| (g.index, g.memory_bytes, g.slices, &g.mig_uuid))
         .collect();
-    hash_of(&grants)
+    // CPU and host memory too: two holdings of the same GPUs with different
+    // CPU leave the node in different states.
+    hash_of(&(grants, a.cpu_milli, a.memory_bytes))
 }
 
 impl ClusterState {
