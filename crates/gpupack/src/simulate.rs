@@ -128,6 +128,50 @@ pub struct Settings {
     pub jobs: usize,
 }
 
+/// Calls `run(policy, seed index)` for every policy and seed, `jobs` at a
+/// time on scoped threads; the results in policy-major order.
+pub(crate) fn run_all<T: Send>(
+    policies: &[Policy],
+    seeds: usize,
+    jobs: usize,
+    run: impl Fn(Policy, usize) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
+    let tasks: Vec<(Policy, usize)> = policies
+        .iter()
+        .flat_map(|&p| (0..seeds).map(move |k| (p, k)))
+        .collect();
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Result<T>>>> =
+        Mutex::new((0..tasks.len()).map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.max(1).min(tasks.len().max(1)) {
+            scope.spawn(|| {
+                loop {
+                    let t = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&(policy, k)) = tasks.get(t) else {
+                        break;
+                    };
+                    let out = run(policy, k);
+                    if let Ok(mut r) = results.lock() {
+                        r[t] = Some(out);
+                    }
+                }
+            });
+        }
+    });
+    let results = results
+        .into_inner()
+        .map_err(|_| anyhow::anyhow!("a replay thread panicked"))?;
+    let mut runs = Vec::with_capacity(tasks.len());
+    for r in results {
+        match r {
+            Some(run) => runs.push(run?),
+            None => bail!("a replay did not finish"),
+        }
+    }
+    Ok(runs)
+}
+
 /// One pod list replayed under every policy and seed.
 #[derive(Debug, serde::Serialize)]
 pub struct FamilyResult {
@@ -159,41 +203,11 @@ pub fn simulate_family(
         .iter()
         .map(|&s| replay::workload(pods, cluster.gpus, tune, s))
         .collect();
-    let tasks: Vec<(Policy, usize)> = policies
-        .iter()
-        .flat_map(|&p| (0..seeds.len()).map(move |k| (p, k)))
-        .collect();
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Result<Run>>>> =
-        Mutex::new((0..tasks.len()).map(|_| None).collect());
-    std::thread::scope(|scope| {
-        for _ in 0..jobs.max(1).min(tasks.len().max(1)) {
-            scope.spawn(|| {
-                loop {
-                    let t = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(&(policy, k)) = tasks.get(t) else {
-                        break;
-                    };
-                    let tp = &typical;
-                    let run =
-                        replay::replay(cluster, pods, &demands, &orders[k], policy, tp, seeds[k]);
-                    if let Ok(mut r) = results.lock() {
-                        r[t] = Some(run);
-                    }
-                }
-            });
-        }
-    });
-    let mut runs = Vec::with_capacity(tasks.len());
-    let results = results
-        .into_inner()
-        .map_err(|_| anyhow::anyhow!("a replay thread panicked"))?;
-    for r in results {
-        match r {
-            Some(run) => runs.push(run?),
-            None => bail!("a replay did not finish"),
-        }
-    }
+    let runs = run_all(policies, seeds.len(), jobs, |policy, k| {
+        replay::replay(
+            cluster, pods, &demands, &orders[k], policy, &typical, seeds[k],
+        )
+    })?;
     Ok(FamilyResult {
         family: family.to_string(),
         pods_in_trace: pods.len(),

@@ -201,9 +201,45 @@ pub fn json<'a>(
         .collect()
 }
 
-const COLORS: [&str; 7] = [
+/// Line colours of the charts, one per policy.
+pub(crate) const COLORS: [&str; 7] = [
     "#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d",
 ];
+
+/// A chart's tick labels (`x_ticks` along x, 0–100 % by 20 along y) and the
+/// dashed diagonal where allocated equals arrived.
+pub(crate) fn axes(
+    s: &mut String,
+    x: &dyn Fn(f64) -> f64,
+    y: &dyn Fn(f64) -> f64,
+    pad: f64,
+    x_ticks: impl Iterator<Item = usize>,
+) {
+    for t in x_ticks {
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="middle">{t}</text>"#,
+            x(t as f64),
+            y(0.0) + 15.0
+        );
+    }
+    for t in (0..=100).step_by(20) {
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="end">{t}</text>"#,
+            pad - 5.0,
+            y(t as f64) + 4.0
+        );
+    }
+    let _ = writeln!(
+        s,
+        r##"<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="#ccc" stroke-dasharray="4"/>"##,
+        x(0.0),
+        y(0.0),
+        x(100.0),
+        y(100.0)
+    );
+}
 
 /// Allocated GPU % against arrived GPU % per policy, one chart per workload.
 pub fn svg(families: &[FamilyResult]) -> String {
@@ -232,30 +268,7 @@ pub fn svg(families: &[FamilyResult]) -> String {
             w - 2.0 * pad,
             h - 2.0 * pad
         );
-        for t in (0..=130).step_by(10) {
-            let _ = writeln!(
-                s,
-                r#"<text x="{}" y="{}" text-anchor="middle">{t}</text>"#,
-                x(t as f64),
-                y(0.0) + 15.0
-            );
-        }
-        for t in (0..=100).step_by(20) {
-            let _ = writeln!(
-                s,
-                r#"<text x="{}" y="{}" text-anchor="end">{t}</text>"#,
-                pad - 5.0,
-                y(t as f64) + 4.0
-            );
-        }
-        let _ = writeln!(
-            s,
-            r##"<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="#ccc" stroke-dasharray="4"/>"##,
-            x(0.0),
-            y(0.0),
-            x(100.0),
-            y(100.0)
-        );
+        axes(&mut s, &x, &y, pad, (0..=130).step_by(10));
         for (i, m) in summarize(f, None).iter().enumerate() {
             let color = COLORS[i % COLORS.len()];
             let pts: Vec<String> = m

@@ -4,10 +4,8 @@
 //! GPU memory is left that none of the workload's pod shapes could use.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use placement::{
     GpuNeed, Ledger, LinkLevel, MemoryNeed, NodeUsage, PodKey, Policy, Shortfall, TypicalPods,
     model_matches,
@@ -100,45 +98,14 @@ pub fn typical_pods(deployments: &[Deployment]) -> (TypicalPods, TypicalPods) {
 pub fn simulate(w: &Workload, policies: &[Policy], seeds: &[u64], jobs: usize) -> Result<Vec<Run>> {
     let (typical, weighted) = typical_pods(&w.deployments);
     let orders: Vec<Vec<usize>> = seeds.iter().map(|&s| order(&w.deployments, s)).collect();
-    let tasks: Vec<(Policy, usize)> = policies
-        .iter()
-        .flat_map(|&p| (0..seeds.len()).map(move |k| (p, k)))
-        .collect();
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Result<Run>>>> =
-        Mutex::new((0..tasks.len()).map(|_| None).collect());
-    std::thread::scope(|scope| {
-        for _ in 0..jobs.max(1).min(tasks.len().max(1)) {
-            scope.spawn(|| {
-                loop {
-                    let t = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(&(policy, k)) = tasks.get(t) else {
-                        break;
-                    };
-                    let tp = if policy == Policy::Gpupack {
-                        &weighted
-                    } else {
-                        &typical
-                    };
-                    let run = replay(w, &orders[k], policy, tp, seeds[k]);
-                    if let Ok(mut r) = results.lock() {
-                        r[t] = Some(run);
-                    }
-                }
-            });
-        }
-    });
-    let results = results
-        .into_inner()
-        .map_err(|_| anyhow::anyhow!("a replay thread panicked"))?;
-    let mut runs = Vec::with_capacity(tasks.len());
-    for r in results {
-        match r {
-            Some(run) => runs.push(run?),
-            None => bail!("a replay did not finish"),
-        }
-    }
-    Ok(runs)
+    crate::simulate::run_all(policies, seeds.len(), jobs, |policy, k| {
+        let tp = if policy == Policy::Gpupack {
+            &weighted
+        } else {
+            &typical
+        };
+        replay(w, &orders[k], policy, tp, seeds[k])
+    })
 }
 
 /// Places the pods of `order` one by one under `policy`.

@@ -12,6 +12,7 @@ use super::fleet::NodeKind;
 use super::replay::{Run, level_name};
 use super::{GIB, Workload, gib};
 use crate::simulate::replay::median;
+use crate::simulate::report::{COLORS, axes};
 
 /// One policy's medians over seeds.
 #[derive(Debug, Clone, Serialize)]
@@ -326,10 +327,6 @@ pub fn json<'a>(w: &'a Workload, summaries: &'a [Summary], runs: &'a [Run]) -> J
     }
 }
 
-const COLORS: [&str; 7] = [
-    "#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d",
-];
-
 /// Allocated against requested GPU memory (% of the fleet's) per policy.
 pub fn svg(w: &Workload, summaries: &[Summary]) -> String {
     let (width, height, pad) = (640.0, 380.0, 50.0);
@@ -361,30 +358,7 @@ pub fn svg(w: &Workload, summaries: &[Summary]) -> String {
         height - 2.0 * pad
     );
     let step = if x_max > 150.0 { 20 } else { 10 };
-    for t in (0..=x_max as usize).step_by(step) {
-        let _ = writeln!(
-            s,
-            r#"<text x="{}" y="{}" text-anchor="middle">{t}</text>"#,
-            x(t as f64),
-            y(0.0) + 15.0
-        );
-    }
-    for t in (0..=100).step_by(20) {
-        let _ = writeln!(
-            s,
-            r#"<text x="{}" y="{}" text-anchor="end">{t}</text>"#,
-            pad - 5.0,
-            y(t as f64) + 4.0
-        );
-    }
-    let _ = writeln!(
-        s,
-        r##"<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="#ccc" stroke-dasharray="4"/>"##,
-        x(0.0),
-        y(0.0),
-        x(100.0),
-        y(100.0)
-    );
+    axes(&mut s, &x, &y, pad, (0..=x_max as usize).step_by(step));
     for (i, m) in summaries.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         let pts: Vec<String> = m
