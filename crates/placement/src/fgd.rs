@@ -164,6 +164,9 @@ pub(crate) struct Bound {
     needs: Vec<(u64, Vec<u32>)>,
     /// Per model id: millicores the typical GPU pod brings per thousandth of a GPU.
     pub cpu_per_milli: Vec<f64>,
+    /// Per model id: some typical pods restricted to listed models may run
+    /// on GPUs of this model.
+    pub wanted_by_restricted: Vec<bool>,
 }
 
 impl Bound {
@@ -229,10 +232,19 @@ impl Bound {
                 if milli > 0.0 { cpu / milli } else { 0.0 }
             })
             .collect();
+        // Per GPU model: whether typical pods restricted to listed models
+        // may run there.
+        let wanted_by_restricted = (0..models.len())
+            .map(|m| {
+                typs.iter()
+                    .any(|t| t.count > 0 && t.allowed.is_some() && t.allows(m as u16, models))
+            })
+            .collect();
         Bound {
             typs,
             needs,
             cpu_per_milli,
+            wanted_by_restricted,
         }
     }
 

@@ -472,10 +472,10 @@ fn gpupack_score(
             (4 - crate::topology::worst_rank(node, &set[..n]).min(4)) as f64
         })
         .sum();
-    let cpu_per_milli = node
-        .gpus
-        .first()
-        .and_then(|g| scorer.typical.cpu_per_milli.get(g.model as usize))
+    // Nodes carry one GPU model; a node without GPUs strands nothing.
+    let model = node.gpus.first().map(|g| g.model as usize);
+    let cpu_per_milli = model
+        .and_then(|m| scorer.typical.cpu_per_milli.get(m))
         .copied()
         .unwrap_or(0.0);
     let stranded = |cpu_free: u64, idle: u64| {
@@ -485,9 +485,23 @@ fn gpupack_score(
             0.0
         }
     };
-    let strand_delta = stranded(node.cpu_free - d.cpu_milli, idle_after)
+    let mut strand_delta = stranded(node.cpu_free - d.cpu_milli, idle_after)
         - stranded(node.cpu_free, node.idle_milli());
-    let steps = (sigmoid((frag_delta - STRAND_WEIGHT * strand_delta) / FRAG_SCALE) * 100.0).trunc();
+    // A node whose CPU could never feed all its GPUs (2 × P100 with 16
+    // cores) strands less with every GPU taken; that is no gain when pods
+    // restricted to its GPU model need those GPUs more than a pod that could
+    // run anywhere.
+    let usable_milli = 1000.0 * node.gpus.iter().filter(|g| g.usable()).count() as f64;
+    let cpu_poor = cpu_per_milli > 0.0 && (node.cpu_total as f64 / cpu_per_milli) < usable_milli;
+    let wanted_by_restricted = model
+        .and_then(|m| scorer.typical.wanted_by_restricted.get(m))
+        .copied()
+        .unwrap_or(false);
+    if cpu_poor && wanted_by_restricted {
+        strand_delta = strand_delta.max(0.0);
+    }
+    let strand_adjusted = frag_delta - STRAND_WEIGHT * strand_delta;
+    let steps = (sigmoid(strand_adjusted / FRAG_SCALE) * 100.0).trunc();
     steps * 1000.0 + 50.0 * link_bonus
 }
 

@@ -338,3 +338,62 @@ fn policies_parse_by_name_and_scores_scale() {
     assert_eq!(scale_scores(&[1.0, 2.0, 3.0], 10), vec![0, 5, 10]);
     assert_eq!(scale_scores(&[4.0, 4.0], 10), vec![10, 10]);
 }
+
+/// A node of `gpus` whole GPUs and `cores` CPUs, no links.
+fn plain(name: &str, gpus: u32, cores: u64) -> NodeSpec {
+    NodeSpec {
+        name: name.into(),
+        gpus: (0..gpus).map(|i| gpu(i, 80)).collect(),
+        links: vec![],
+        slices_per_gpu: 4,
+        cpu_milli: cores * 1000,
+        memory_bytes: 512 * GIB,
+    }
+}
+
+#[test]
+fn gpupack_sends_cpu_only_pods_where_they_strand_no_gpu() {
+    // 8 GPUs with 12 cores each, as whole-GPU pods of 11 cores need, and a
+    // node with CPU to spare. A CPU-only pod on the first would leave a GPU
+    // without the CPU its typical pod brings.
+    let mut l = Ledger::new();
+    l.upsert_node(&plain("tight", 8, 96)).unwrap();
+    l.upsert_node(&plain("roomy", 2, 104)).unwrap();
+    let gpu_pod = PodDemand::gpus(1, MemoryNeed::Whole).with_cpu(11_000, 0);
+    let cpu_pod = PodDemand::default().with_cpu(12_000, 0);
+    let typical = TypicalPods::from_workload([&gpu_pod, &gpu_pod, &gpu_pod, &cpu_pod], 0.95);
+    let s = l.scorer(Policy::Gpupack, &typical);
+    let prep = l.prepare(&cpu_pod);
+    let tight = l.score(l.node_id("tight").unwrap(), &prep, &s).unwrap();
+    let roomy = l.score(l.node_id("roomy").unwrap(), &prep, &s).unwrap();
+    assert!(roomy > tight, "roomy {roomy} vs tight {tight}");
+    let fgd = l.scorer(Policy::Fgd, &typical);
+    let tight_fgd = l.score(l.node_id("tight").unwrap(), &prep, &fgd).unwrap();
+    let roomy_fgd = l.score(l.node_id("roomy").unwrap(), &prep, &fgd).unwrap();
+    assert!(roomy_fgd <= tight_fgd, "FGD alone does not see it");
+}
+
+#[test]
+fn ordered_ties_go_to_one_node_and_random_keeps_drawing() {
+    let mut l = Ledger::new();
+    for n in 0..16 {
+        l.upsert_node(&plain(&format!("n{n}"), 4, 64)).unwrap();
+    }
+    let d = PodDemand::gpus(1, MemoryNeed::Bytes(10 * GIB));
+    let typical = TypicalPods::from_workload([&d], 0.95);
+    let chosen = |l: &Ledger, p: Policy, seed: u64| -> std::collections::BTreeSet<String> {
+        let s = l.scorer(p, &typical);
+        (0..20)
+            .map(|k| {
+                let a = l.decide(&l.prepare(&d), &s, &mut ChaCha8Rng::seed_from_u64(seed + k));
+                a.unwrap().node
+            })
+            .collect()
+    };
+    // All nodes are empty and alike: every policy ties on all of them.
+    assert!(chosen(&l, Policy::BestFit, 1).len() > 1);
+    l.order_ties(7);
+    assert_eq!(chosen(&l, Policy::BestFit, 1).len(), 1);
+    assert_eq!(chosen(&l, Policy::BestFit, 1), chosen(&l, Policy::Fgd, 99));
+    assert!(chosen(&l, Policy::Random, 1).len() > 1);
+}
