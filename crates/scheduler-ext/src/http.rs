@@ -186,12 +186,24 @@ fn emit(app: &App, pod: &Pod, reason: Reason, message: &str) {
 
 async fn prioritize(State(app): State<Arc<App>>, body: Bytes) -> Response {
     let start = Instant::now();
-    let (status, reply, outcome) = match prioritize_reply(&app, &body) {
+    let reply = prioritize_reply(&app, &body);
+    respond(&app, "prioritize", start, reply)
+}
+
+/// The JSON answer or the plain HTTP error of a verb whose errors
+/// kube-scheduler reads from the status, with the request's metrics.
+fn respond<T: serde::Serialize>(
+    app: &App,
+    verb: &str,
+    start: Instant,
+    reply: Result<T, (StatusCode, String, &'static str)>,
+) -> Response {
+    let (status, reply, outcome) = match reply {
         Ok(r) => (StatusCode::OK, Json(r).into_response(), "ok"),
         Err((status, msg, outcome)) => (status, msg.into_response(), outcome),
     };
     app.metrics
-        .observe("prioritize", outcome, start.elapsed().as_secs_f64());
+        .observe(verb, outcome, start.elapsed().as_secs_f64());
     (status, reply).into_response()
 }
 
@@ -259,13 +271,8 @@ async fn bind_reply(app: &App, body: &[u8]) -> (String, &'static str) {
 
 async fn preempt(State(app): State<Arc<App>>, body: Bytes) -> Response {
     let start = Instant::now();
-    let (status, reply, outcome) = match preempt_reply(&app, &body) {
-        Ok(r) => (StatusCode::OK, Json(r).into_response(), "ok"),
-        Err((status, msg, outcome)) => (status, msg.into_response(), outcome),
-    };
-    app.metrics
-        .observe("preempt", outcome, start.elapsed().as_secs_f64());
-    (status, reply).into_response()
+    let reply = preempt_reply(&app, &body);
+    respond(&app, "preempt", start, reply)
 }
 
 /// Preemption: keep a candidate node, with kube-scheduler's victims, only
