@@ -439,7 +439,8 @@ impl Ledger {
         let mut best: Option<(f64, usize)> = None;
         let mut ties = 0u32;
         let tie_seed = self.tie_seed.filter(|_| scorer.policy != Policy::Random);
-        let mut memo: SigMap<Option<f64>> = SigMap::default();
+        let mut memo: SigMap<Option<f64>> =
+            SigMap::with_capacity_and_hasher(self.nodes.len(), Default::default());
         for (pos, slot) in self.nodes.iter().enumerate() {
             let Some(n) = slot else { continue };
             if n.cpu_free < d.cpu_milli || n.mem_free < d.memory_bytes {
