@@ -73,7 +73,7 @@ pub struct ClusterState {
     bound_uids: HashMap<String, PodKey>,
     /// Each node's state signature, for answering many nodes in the same
     /// state once per request.
-    sigs: FnvMap<Signature>,
+    sigs: HashMap<String, Signature>,
     policy: Policy,
     typical: TypicalPods,
     scorer: Scorer,
@@ -102,29 +102,6 @@ impl Signature {
         self.value = hash_of(&(self.shape, self.sum));
     }
 }
-
-/// FNV-1a: node names are short, and the hot path hashes one per candidate.
-#[derive(Default, Clone, Copy)]
-struct Fnv(u64);
-
-impl std::hash::Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for b in bytes {
-            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-        }
-        self.0 = h;
-    }
-}
-
-type FnvMap<V> = HashMap<String, V, std::hash::BuildHasherDefault<Fnv>>;
 
 fn hash_of<T: std::hash::Hash>(v: &T) -> u64 {
     use std::hash::{BuildHasher, BuildHasherDefault};
@@ -227,7 +204,7 @@ impl ClusterState {
             invalid: HashMap::new(),
             bound: HashMap::new(),
             bound_uids: HashMap::new(),
-            sigs: FnvMap::default(),
+            sigs: HashMap::new(),
             policy,
             typical,
             scorer,
