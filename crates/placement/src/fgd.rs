@@ -9,8 +9,10 @@
 
 use std::collections::HashMap;
 
+use smallvec::SmallVec;
+
 use crate::demand::{GpuNeed, MemoryNeed, PodDemand};
-use crate::model::{MAX_GPUS_PER_NODE, model_matches};
+use crate::model::model_matches;
 use crate::state::{GpuState, NodeState};
 
 /// Most kinds of typical pods kept: each costs time in every score, and a
@@ -160,13 +162,62 @@ impl Typ {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Bound {
     pub typs: Vec<Typ>,
-    /// Per GPU size in the ledger, each typical pod's need in thousandths.
-    needs: Vec<(u64, Vec<u32>)>,
+    /// Per typical pod (same order as `typs`), the parts every sum reads,
+    /// kept apart so that the sums run over plain arrays.
+    p: Vec<f64>,
+    cpu: Vec<u64>,
+    count: Vec<u32>,
+    /// Σ p over the typical pods of each byte of a 64-bit pod mask (byte b,
+    /// value x: the pods 8b + bit of x), so that a mask's probability costs
+    /// eight lookups.
+    p_by_byte: Vec<[f64; 256]>,
+    /// Per GPU size in the ledger: each typical pod's need, and the room masks.
+    rows: Vec<NeedRow>,
+    /// Per model id known when bound: bit k set when typical pod k may use it.
+    allowed_on: Vec<u64>,
     /// Per model id: millicores the typical GPU pod brings per thousandth of a GPU.
     pub cpu_per_milli: Vec<f64>,
     /// Per model id: some typical pods restricted to listed models may run
     /// on GPUs of this model.
     pub wanted_by_restricted: Vec<bool>,
+}
+
+/// Typical pods' needs on GPUs of one size.
+#[derive(Clone, Debug, Default)]
+struct NeedRow {
+    total: u64,
+    /// Distinct needs in thousandths, ascending, each with the bits of the
+    /// typical pods that need at most that much: a room mask is one search.
+    steps: Vec<(u32, u64)>,
+}
+
+impl NeedRow {
+    fn new(total: u64, typs: &[Typ]) -> NeedRow {
+        let mut needs: Vec<(u32, usize)> = typs
+            .iter()
+            .enumerate()
+            .map(|(k, t)| (t.memory.milli_on(total), k))
+            .collect();
+        needs.sort_unstable();
+        let mut steps: Vec<(u32, u64)> = Vec::new();
+        let mut mask = 0u64;
+        for (need, k) in needs {
+            mask |= 1 << k;
+            match steps.last_mut() {
+                Some(last) if last.0 == need => last.1 = mask,
+                _ => steps.push((need, mask)),
+            }
+        }
+        NeedRow { total, steps }
+    }
+
+    /// Bits of the typical pods whose need is at most `m` thousandths.
+    fn fitting(&self, m: u32) -> u64 {
+        match self.steps.partition_point(|(need, _)| *need <= m) {
+            0 => 0,
+            i => self.steps[i - 1].1,
+        }
+    }
 }
 
 impl Bound {
@@ -202,13 +253,16 @@ impl Bound {
                 }
             })
             .collect::<Vec<Typ>>();
-        let needs: Vec<(u64, Vec<u32>)> = totals
+        let rows = totals
             .iter()
-            .map(|&total| {
-                (
-                    total,
-                    typs.iter().map(|t| t.memory.milli_on(total)).collect(),
-                )
+            .map(|&total| NeedRow::new(total, &typs))
+            .collect();
+        let allowed_on = (0..models.len())
+            .map(|m| {
+                typs.iter()
+                    .enumerate()
+                    .filter(|(_, t)| t.allows(m as u16, models))
+                    .fold(0u64, |mask, (k, _)| mask | 1 << k)
             })
             .collect();
         // Per GPU model: CPU the typical GPU pod that may run there brings
@@ -240,9 +294,29 @@ impl Bound {
                     .any(|t| t.count > 0 && t.allowed.is_some() && t.allows(m as u16, models))
             })
             .collect();
+        let p_by_byte = typs
+            .chunks(8)
+            .map(|chunk| {
+                let mut table = [0.0; 256];
+                for (x, sum) in table.iter_mut().enumerate() {
+                    *sum = chunk
+                        .iter()
+                        .enumerate()
+                        .filter(|(j, _)| x & (1 << j) != 0)
+                        .map(|(_, t)| t.p)
+                        .sum();
+                }
+                table
+            })
+            .collect();
         Bound {
+            p_by_byte,
+            p: typs.iter().map(|t| t.p).collect(),
+            cpu: typs.iter().map(|t| t.cpu).collect(),
+            count: typs.iter().map(|t| t.count).collect(),
             typs,
-            needs,
+            rows,
+            allowed_on,
             cpu_per_milli,
             wanted_by_restricted,
         }
@@ -250,9 +324,9 @@ impl Bound {
 
     /// Position of the needs row for GPUs of `total` bytes.
     fn row_of(&self, total: u64) -> Option<u16> {
-        self.needs
+        self.rows
             .iter()
-            .position(|(t, _)| *t == total)
+            .position(|r| r.total == total)
             .map(|i| i as u16)
     }
 
@@ -262,19 +336,17 @@ impl Bound {
         if m == 0 {
             return 0;
         }
-        let needs = row.map(|r| self.needs[r as usize].1.as_slice());
-        let mut mask = 0u64;
-        for (k, t) in self.typs.iter().enumerate() {
-            let need = match (t.fixed_milli, needs) {
-                (Some(n), _) => n,
-                (None, Some(r)) => r[k],
-                (None, None) => t.memory.milli_on(g.total),
-            };
-            if m >= need && t.allows(g.model, models) {
-                mask |= 1 << k;
-            }
+        let allowed = self.allowed_on.get(g.model as usize).copied();
+        match (row.and_then(|r| self.rows.get(r as usize)), allowed) {
+            (Some(row), Some(allowed)) => row.fitting(m) & allowed,
+            // A GPU size or model that came after binding: measure directly.
+            _ => self
+                .typs
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| m >= t.memory.milli_on(g.total) && t.allows(g.model, models))
+                .fold(0u64, |mask, (k, _)| mask | 1 << k),
         }
-        mask
     }
 
     /// The node's fragmentation as it is now, broken down per typical pod.
@@ -289,10 +361,7 @@ impl Bound {
         let idle = node.idle_milli();
         let mut fits = vec![0u16; self.typs.len()];
         let mut short = vec![0u64; self.typs.len()];
-        for (k, t) in self.typs.iter().enumerate() {
-            if t.count == 0 {
-                continue;
-            }
+        for k in 0..self.typs.len() {
             for (g, mask) in node.gpus.iter().zip(&masks) {
                 if mask & (1 << k) != 0 {
                     fits[k] += 1;
@@ -328,23 +397,23 @@ impl Bound {
     ) -> f64 {
         let mut idle = nf.idle as i64;
         // Per change: old and new room masks, old and new free thousandths.
-        let mut delta = [(0u64, 0u64, 0u32, 0u32); MAX_GPUS_PER_NODE];
-        let n = changes.len().min(MAX_GPUS_PER_NODE);
-        for (d, &(p, m)) in delta.iter_mut().zip(&changes[..n]) {
-            let g = &node.gpus[p];
-            idle += m as i64 - g.free_milli as i64;
-            *d = (
-                nf.masks[p],
-                self.room_mask(g, nf.rows[p], m, models),
-                g.free_milli,
-                m,
-            );
-        }
-        let delta = &delta[..n];
+        let delta: SmallVec<[(u64, u64, u32, u32); 8]> = changes
+            .iter()
+            .map(|&(p, m)| {
+                let g = &node.gpus[p];
+                idle += m as i64 - g.free_milli as i64;
+                (
+                    nf.masks[p],
+                    self.room_mask(g, nf.rows[p], m, models),
+                    g.free_milli,
+                    m,
+                )
+            })
+            .collect();
         let idle = idle.max(0) as u64;
         self.sum(nf, idle, cpu_free, |k, mut fits, mut short| {
             let bit = 1u64 << k;
-            for &(old_mask, new_mask, old, new) in delta {
+            for &(old_mask, new_mask, old, new) in &delta {
                 if old_mask & bit != 0 {
                     fits -= 1;
                 } else {
@@ -358,6 +427,45 @@ impl Bound {
             }
             (fits, short)
         })
+    }
+
+    /// Σ p over the typical pods in `mask`.
+    fn p_of(&self, mask: u64) -> f64 {
+        self.p_by_byte
+            .iter()
+            .enumerate()
+            .map(|(b, table)| table[((mask >> (8 * b)) & 0xff) as usize])
+            .sum()
+    }
+
+    /// Prepares scoring changes of one GPU at a time on a node measured as
+    /// `nf`, with `cpu_free` CPU left: the case of every single-GPU shared
+    /// container, whose candidate GPUs are each scored.
+    pub fn single_changes<'a>(&'a self, nf: &'a NodeFrag, cpu_free: u64) -> SingleChanges<'a> {
+        let mut live = 0u64;
+        let mut exact = 0u64;
+        let mut value = 0.0;
+        if nf.idle > 0 {
+            let kinds = self.p.iter().zip(&self.cpu).zip(&self.count);
+            for (k, ((&p, &cpu), &count)) in kinds.enumerate() {
+                let fits = nf.fits[k] as u32;
+                let starts = count > 0 && cpu_free >= cpu && fits >= count;
+                if starts {
+                    live |= 1 << k;
+                    if fits == count {
+                        exact |= 1 << k;
+                    }
+                }
+                value += p * if starts { nf.short[k] } else { nf.idle } as f64;
+            }
+        }
+        SingleChanges {
+            bound: self,
+            nf,
+            value,
+            live,
+            exact,
+        }
     }
 
     /// Σ p·(fragment amount) over typical pods; `adjust` turns the node's
@@ -375,15 +483,63 @@ impl Bound {
             return 0.0;
         }
         let mut acc = 0.0;
-        for (k, t) in self.typs.iter().enumerate() {
-            if t.count == 0 || cpu_free < t.cpu {
-                acc += t.p * idle as f64;
-                continue;
-            }
+        let kinds = self.p.iter().zip(&self.cpu).zip(&self.count);
+        for (k, ((&p, &cpu), &count)) in kinds.enumerate() {
             let (fits, short) = adjust(k, nf.fits[k], nf.short[k]);
-            acc += t.p * if fits as u32 >= t.count { short } else { idle } as f64;
+            // A typical pod that cannot start here finds all idle GPU useless.
+            let starts = count > 0 && cpu_free >= cpu && fits as u32 >= count;
+            acc += p * if starts { short } else { idle } as f64;
         }
         acc
+    }
+}
+
+/// A node's fragmentation at a given CPU level, ready to score taking
+/// memory from any one of its GPUs in a few operations (see
+/// [`Bound::single_changes`]).
+pub(crate) struct SingleChanges<'a> {
+    bound: &'a Bound,
+    nf: &'a NodeFrag,
+    /// The fragment amount with the GPUs unchanged.
+    pub value: f64,
+    /// Typical pods that could start on the node: enough CPU, enough GPUs
+    /// with room.
+    live: u64,
+    /// Of those, the ones with exactly as many GPUs with room as they need.
+    exact: u64,
+}
+
+impl SingleChanges<'_> {
+    /// How the fragment amount changes when GPU `pos` goes down to `m` free
+    /// thousandths (at most what it has).
+    ///
+    /// Every typical pod sees d = (old − m) less idle GPU, either as fewer
+    /// thousandths short or as less idle in all, except those that could
+    /// start: one still with room on the GPU loses nothing (+d against
+    /// that), one that loses its room there counts the GPU's remaining m as
+    /// short (+old), or, when it needed that GPU to start, all idle GPU
+    /// instead of what was short (+idle − short).
+    pub fn delta(&self, node: &NodeState, pos: usize, m: u32, models: &[String]) -> f64 {
+        let b = self.bound;
+        let g = &node.gpus[pos];
+        let old = g.free_milli;
+        debug_assert!(m <= old);
+        if self.nf.idle == (old - m) as u64 {
+            // Nothing idle is left: nothing is fragmented.
+            return -self.value;
+        }
+        let d = (old - m) as f64;
+        let had = self.nf.masks[pos];
+        let has = b.room_mask(g, self.nf.rows[pos], m, models) & had;
+        let lost = had & !has & self.live;
+        let mut delta = -d * b.p_of(!(self.live & has)) + old as f64 * b.p_of(lost & !self.exact);
+        let mut needed = lost & self.exact;
+        while needed != 0 {
+            let k = needed.trailing_zeros() as usize;
+            needed &= needed - 1;
+            delta += b.p[k] * (self.nf.idle as f64 - self.nf.short[k] as f64);
+        }
+        delta
     }
 }
 
@@ -506,6 +662,38 @@ mod tests {
             m.cpu_free = cpu_after;
             let fresh = b.node_frag(&m, &models).value;
             prop_assert!((delta - fresh).abs() <= 1e-9 * fresh.abs().max(1.0), "{delta} vs {fresh}");
+        }
+    }
+
+    proptest! {
+        /// Scoring one GPU's change through `single_changes` gives what the
+        /// general delta (and so a fresh measurement) gives.
+        #[test]
+        fn single_change_equals_general_delta(
+            used in proptest::collection::vec(0u32..=1000, 1..9),
+            pos in 0usize..8,
+            take in 0u32..=1000,
+            cpu in 0u64..64_000,
+            cpu_after in 0u64..64_000,
+        ) {
+            let sizes: Vec<u64> = used.iter().enumerate()
+                .map(|(i, _)| if i % 2 == 0 { 16 << 30 } else { 24 << 30 }).collect();
+            let (mut n, models) = node(&sizes, 64_000);
+            for (g, &u) in n.gpus.iter_mut().zip(&used) {
+                g.free = g.total - g.total * u as u64 / 1000;
+                g.refresh_milli();
+            }
+            n.cpu_free = cpu;
+            let pos = pos % n.gpus.len();
+            let m = n.gpus[pos].free_milli.saturating_sub(take);
+            let b = Bound::new(&mix(), &models, &[16 << 30, 24 << 30]);
+            let nf = b.node_frag(&n, &models);
+            let single = b.single_changes(&nf, cpu_after);
+            let general = b.frag_after(&nf, &n, &[(pos, m)], cpu_after, &models);
+            let fast = single.value + single.delta(&n, pos, m, &models);
+            prop_assert!((fast - general).abs() <= 1e-9 * general.abs().max(1.0), "{fast} vs {general}");
+            let unchanged = b.frag_after(&nf, &n, &[], cpu_after, &models);
+            prop_assert!((single.value - unchanged).abs() <= 1e-9 * unchanged.abs().max(1.0));
         }
     }
 

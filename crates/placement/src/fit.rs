@@ -3,7 +3,7 @@
 use std::fmt;
 
 use crate::demand::{GpuNeed, MemoryNeed, PodDemand};
-use crate::model::{LinkLevel, MAX_GPUS_PER_NODE, model_matches};
+use crate::model::{LinkLevel, model_matches};
 use crate::state::{GpuState, NodeState};
 
 /// A demand resolved against the ledger's model table, ready to test against
@@ -163,8 +163,36 @@ pub(crate) struct Take {
     pub mig: Option<usize>,
 }
 
-/// Devices per container, in demand order.
-pub(crate) type Plan = Vec<Vec<Take>>;
+/// Devices per container, in demand order, kept flat so that one plan's
+/// buffers serve every node tested.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Plan {
+    takes: Vec<Take>,
+    /// End of each container's devices in `takes`.
+    ends: Vec<usize>,
+}
+
+impl Plan {
+    fn clear(&mut self) {
+        self.takes.clear();
+        self.ends.clear();
+    }
+
+    /// Every device of every container.
+    pub fn takes(&self) -> &[Take] {
+        &self.takes
+    }
+
+    /// The devices of each container, in demand order.
+    pub fn containers(&self) -> impl Iterator<Item = &[Take]> {
+        let mut start = 0;
+        self.ends.iter().map(move |&end| {
+            let c = &self.takes[start..end];
+            start = end;
+            c
+        })
+    }
+}
 
 /// Picks one GPU among candidates (positions) for a single-GPU shared container.
 pub(crate) trait Picker {
@@ -186,46 +214,55 @@ impl Picker for Tightest {
     }
 }
 
-/// Resources a plan would leave, for scoring.
-pub(crate) struct After {
-    /// Free bytes per GPU position (positions past the node's GPUs are 0).
-    pub free: [u64; MAX_GPUS_PER_NODE],
-}
-
-/// Working copy of a node's free amounts while a plan is made; fixed-size
-/// so that testing a node allocates nothing for GPUs without MIG.
-struct Work {
-    free: [u64; MAX_GPUS_PER_NODE],
-    slices: [u32; MAX_GPUS_PER_NODE],
+/// Working buffers for planning on node after node: the node's free amounts
+/// while a plan is made, then the plan and what it leaves. Reused, so that
+/// testing a node allocates nothing once the buffers have grown.
+#[derive(Debug, Default)]
+pub(crate) struct Work {
+    /// Free bytes per GPU position; after a plan, what it leaves.
+    pub free: Vec<u64>,
+    slices: Vec<u32>,
     /// Taken flags per MIG instance; empty when the node has no MIG GPUs.
     mig_taken: Vec<Vec<bool>>,
+    cands: Vec<usize>,
+    /// The last plan made.
+    pub plan: Plan,
 }
 
 impl Work {
-    fn of(node: &NodeState, view: View) -> Work {
-        let mut w = Work {
-            free: [0; MAX_GPUS_PER_NODE],
-            slices: [0; MAX_GPUS_PER_NODE],
-            mig_taken: Vec::new(),
-        };
-        let has_mig = node.gpus.iter().any(|g| !g.mig.is_empty());
-        for (p, g) in node.gpus.iter().enumerate().take(MAX_GPUS_PER_NODE) {
+    fn reset(&mut self, node: &NodeState, view: View) {
+        self.free.clear();
+        self.slices.clear();
+        self.mig_taken.clear();
+        self.plan.clear();
+        for g in &node.gpus {
             let (free, slices) = match view {
                 View::Now => (g.free, g.slices_free),
                 View::Empty => (g.total, g.slices_total),
             };
-            w.free[p] = free;
-            w.slices[p] = slices;
+            self.free.push(free);
+            self.slices.push(slices);
         }
-        if has_mig {
-            w.mig_taken = node
-                .gpus
-                .iter()
-                .map(|g| g.mig.iter().map(|m| view == View::Now && m.taken).collect())
-                .collect();
+        if node.gpus.iter().any(|g| !g.mig.is_empty()) {
+            self.mig_taken.extend(
+                node.gpus
+                    .iter()
+                    .map(|g| g.mig.iter().map(|m| view == View::Now && m.taken).collect()),
+            );
         }
-        w
     }
+}
+
+thread_local! {
+    static WORK: std::cell::RefCell<Work> = std::cell::RefCell::new(Work::default());
+}
+
+/// Runs `f` with this thread's planning buffers (fresh ones if they are in use).
+pub(crate) fn with_work<R>(f: impl FnOnce(&mut Work) -> R) -> R {
+    WORK.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut w) => f(&mut w),
+        Err(_) => f(&mut Work::default()),
+    })
 }
 
 /// Bytes `memory` takes from GPU `g` given what is free on it, or `None` if it
@@ -240,13 +277,15 @@ fn take_on(g: &GpuState, memory: MemoryNeed, free: u64, slices: u32) -> Option<(
     }
 }
 
-/// Finds GPUs for every container of the pod on `node`, or says what is short.
+/// Finds GPUs for every container of the pod on `node`, or says what is
+/// short. On success `w.plan` holds the devices and `w.free` what they leave.
 pub(crate) fn plan(
     node: &NodeState,
     prep: &Prepared<'_>,
     view: View,
     picker: &mut dyn Picker,
-) -> Result<(Plan, After), Shortfall> {
+    w: &mut Work,
+) -> Result<(), Shortfall> {
     let d = prep.demand;
     let (cpu_free, mem_free) = match view {
         View::Now => (node.cpu_free, node.mem_free),
@@ -272,9 +311,7 @@ pub(crate) fn plan(
             free: mem_free,
         });
     }
-    let mut w = Work::of(node, view);
-    let mut out: Plan = Vec::with_capacity(d.containers.len());
-    let mut cand_buf = [0usize; MAX_GPUS_PER_NODE];
+    w.reset(node, view);
     for c in &d.containers {
         match &c.gpu {
             GpuNeed::Gpus {
@@ -282,78 +319,65 @@ pub(crate) fn plan(
                 memory,
                 max_link,
             } => {
-                let mut n_cands = 0;
                 let mut first_take = 0;
-                for (p, g) in node.gpus.iter().enumerate().take(MAX_GPUS_PER_NODE) {
+                w.cands.clear();
+                for (p, g) in node.gpus.iter().enumerate() {
                     if !prep.allows(g.model) {
                         continue;
                     }
                     if let Some(t) = take_on(g, *memory, w.free[p], w.slices[p]) {
-                        if n_cands == 0 {
+                        if w.cands.is_empty() {
                             first_take = t.0;
                         }
-                        cand_buf[n_cands] = p;
-                        n_cands += 1;
+                        w.cands.push(p);
                     }
                 }
-                let cands = &cand_buf[..n_cands];
                 let count = *count as usize;
-                let chosen: Vec<usize> = if count == 0 {
-                    Vec::new()
-                } else if cands.len() < count {
+                if w.cands.len() < count {
                     return Err(Shortfall::Gpus {
                         container: c.name.clone(),
                         count: count as u32,
                         memory: *memory,
                         max_link: *max_link,
-                        available: cands.len() as u32,
+                        available: w.cands.len() as u32,
                     });
-                } else if count == 1 && max_link.is_none() {
-                    let need = first_take;
-                    let shared = memory.bytes_on(node.gpus[cands[0]].total).is_some();
-                    if shared {
-                        vec![picker.pick(node, &w.free, cands, need)]
+                }
+                let start = w.plan.takes.len();
+                if count == 1 && max_link.is_none() {
+                    let shared = memory.bytes_on(node.gpus[w.cands[0]].total).is_some();
+                    let p = if shared {
+                        picker.pick(node, &w.free, &w.cands, first_take)
                     } else {
-                        vec![cands[0]]
-                    }
-                } else {
+                        w.cands[0]
+                    };
+                    w.take(node, p, *memory);
+                } else if count > 0 {
                     // Preference among equally linked sets: whole GPUs in index
                     // order, shared ones tightest first.
-                    let mut order: Vec<usize> = cands.to_vec();
                     if memory.bytes_on(u64::MAX).is_some() {
-                        order.sort_by_key(|&p| (w.free[p], p));
+                        let free = &w.free;
+                        w.cands.sort_by_key(|&p| (free[p], p));
                     }
-                    match crate::topology::best_set(node, &order, count, *max_link) {
-                        Some(set) => set,
+                    match crate::topology::best_set(node, &w.cands, count, *max_link) {
+                        Some(set) => {
+                            for p in set {
+                                w.take(node, p, *memory);
+                            }
+                        }
                         None => {
                             return Err(Shortfall::Gpus {
                                 container: c.name.clone(),
                                 count: count as u32,
                                 memory: *memory,
                                 max_link: *max_link,
-                                available: crate::topology::largest_group(node, cands, *max_link)
+                                available: crate::topology::largest_group(node, &w.cands, *max_link)
                                     as u32,
                             });
                         }
                     }
-                };
-                let mut grants = Vec::with_capacity(chosen.len());
-                for p in chosen {
-                    let g = &node.gpus[p];
-                    let (bytes, slices) = match memory.bytes_on(g.total) {
-                        None => (g.total, g.slices_total),
-                        Some(b) => (b, 1),
-                    };
-                    w.free[p] -= bytes;
-                    w.slices[p] -= slices;
-                    grants.push(Take {
-                        pos: p,
-                        bytes,
-                        slices,
-                        mig: None,
-                    });
                 }
-                out.push(grants);
+                debug_assert!(w.plan.takes.len() - start == count);
+                w.plan.ends.push(w.plan.takes.len());
             }
             GpuNeed::Mig { profile } => {
                 // Pack MIG work: the GPU with the fewest free instances first.
@@ -375,12 +399,13 @@ pub(crate) fn plan(
                 match best {
                     Some((p, m, _)) => {
                         w.mig_taken[p][m] = true;
-                        out.push(vec![Take {
+                        w.plan.takes.push(Take {
                             pos: p,
                             bytes: node.gpus[p].mig[m].memory,
                             slices: 0,
                             mig: Some(m),
-                        }]);
+                        });
+                        w.plan.ends.push(w.plan.takes.len());
                     }
                     None => {
                         return Err(Shortfall::Mig {
@@ -392,7 +417,26 @@ pub(crate) fn plan(
             }
         }
     }
-    Ok((out, After { free: w.free }))
+    Ok(())
+}
+
+impl Work {
+    /// Takes what `memory` needs from GPU `p` (all of it for a whole GPU).
+    fn take(&mut self, node: &NodeState, p: usize, memory: MemoryNeed) {
+        let g = &node.gpus[p];
+        let (bytes, slices) = match memory.bytes_on(g.total) {
+            None => (g.total, g.slices_total),
+            Some(b) => (b, 1),
+        };
+        self.free[p] -= bytes;
+        self.slices[p] -= slices;
+        self.plan.takes.push(Take {
+            pos: p,
+            bytes,
+            slices,
+            mig: None,
+        });
+    }
 }
 
 /// Feasibility with the "ever fits" judgement attached.
@@ -400,9 +444,10 @@ pub(crate) fn check(
     node: &NodeState,
     prep: &Prepared<'_>,
     picker: &mut dyn Picker,
-) -> Result<(Plan, After), Unfit> {
-    plan(node, prep, View::Now, picker).map_err(|shortfall| {
-        let permanent = plan(node, prep, View::Empty, &mut Tightest).is_err();
+    w: &mut Work,
+) -> Result<(), Unfit> {
+    plan(node, prep, View::Now, picker, w).map_err(|shortfall| {
+        let permanent = plan(node, prep, View::Empty, &mut Tightest, w).is_err();
         Unfit {
             shortfall,
             permanent,

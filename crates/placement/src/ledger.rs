@@ -16,7 +16,7 @@ use crate::demand::PodKey;
 use crate::fgd::TypicalPods;
 use crate::fit::{self, Prepared, Take, Unfit};
 use crate::model::{ModelError, NodeSpec};
-use crate::policy::{self, Pick, Policy, Scorer, SigMap};
+use crate::policy::{self, Pick, Policy, Scorer};
 use crate::state::NodeState;
 
 /// A node's place in the ledger; stays valid until the node is removed.
@@ -320,7 +320,7 @@ impl Ledger {
     /// it ever could.
     pub fn check(&self, node: NodeId, prep: &Prepared<'_>) -> Result<(), Unfit> {
         let n = self.node_or_unfit(node)?;
-        fit::check(n, prep, &mut fit::Tightest).map(|_| ())
+        fit::with_work(|w| fit::check(n, prep, &mut fit::Tightest, w))
     }
 
     fn node_or_unfit(&self, node: NodeId) -> Result<&NodeState, Unfit> {
@@ -336,33 +336,39 @@ impl Ledger {
     /// the pod does not fit.
     pub fn score(&self, node: NodeId, prep: &Prepared<'_>, scorer: &Scorer) -> Result<f64, Unfit> {
         let n = self.node_or_unfit(node)?;
-        self.eval(n, node.0 as usize, prep, scorer)
+        let pos = node.0 as usize;
+        fit::with_work(|w| {
+            let cpu_after = n.cpu_free.saturating_sub(prep.demand.cpu_milli);
+            let mut pick = Pick::for_scoring(scorer, &self.models, cpu_after);
+            fit::check(n, prep, &mut pick, w)?;
+            Ok(self.score_plan(n, pos, prep, scorer, pick, w))
+        })
     }
 
-    fn eval(
+    /// The policy's score for the plan in `w`, made with `pick`.
+    fn score_plan(
         &self,
         n: &NodeState,
         pos: usize,
         prep: &Prepared<'_>,
         scorer: &Scorer,
-    ) -> Result<f64, Unfit> {
-        let cpu_after = n.cpu_free.saturating_sub(prep.demand.cpu_milli);
-        let mut pick = Pick::for_scoring(scorer, &self.models, cpu_after);
-        let (plan, after) = fit::check(n, prep, &mut pick)?;
+        pick: Pick<'_>,
+        w: &fit::Work,
+    ) -> f64 {
         let frag_pick = match pick {
             Pick::Frag { best, .. } => best,
             _ => None,
         };
-        Ok(policy::score(
+        policy::score(
             scorer,
             &self.models,
             n,
             pos,
             prep,
-            &plan,
-            &after,
+            &w.plan,
+            &w.free,
             frag_pick,
-        ))
+        )
     }
 
     /// Bind: the concrete devices the policy gives the pod on this node.
@@ -379,8 +385,10 @@ impl Ledger {
             Policy::Random => Pick::Random(rng),
             _ => Pick::for_scoring(scorer, &self.models, cpu_after),
         };
-        let (plan, _) = fit::check(n, prep, &mut pick)?;
-        Ok(self.allocation(n, prep, &plan))
+        fit::with_work(|w| {
+            fit::check(n, prep, &mut pick, w)?;
+            Ok(self.allocation(n, prep, &w.plan))
+        })
     }
 
     fn allocation(&self, n: &NodeState, prep: &Prepared<'_>, plan: &fit::Plan) -> Allocation {
@@ -390,7 +398,7 @@ impl Ledger {
                 .demand
                 .containers
                 .iter()
-                .zip(plan)
+                .zip(plan.containers())
                 .map(|(c, takes)| ContainerGrant {
                     name: c.name.clone(),
                     gpus: takes
@@ -439,15 +447,15 @@ impl Ledger {
         let mut best: Option<(f64, usize)> = None;
         let mut ties = 0u32;
         let tie_seed = self.tie_seed.filter(|_| scorer.policy != Policy::Random);
-        let mut memo: SigMap<Option<f64>> =
-            SigMap::with_capacity_and_hasher(self.nodes.len(), Default::default());
+        let mut memo = StateMemo::new();
+        let mut work = fit::Work::default();
         for (pos, slot) in self.nodes.iter().enumerate() {
             let Some(n) = slot else { continue };
             if n.cpu_free < d.cpu_milli || n.mem_free < d.memory_bytes {
                 continue;
             }
             let s = if scorer.policy == Policy::FirstFit {
-                match fit::plan(n, prep, fit::View::Now, &mut fit::Tightest) {
+                match fit::plan(n, prep, fit::View::Now, &mut fit::Tightest, &mut work) {
                     Ok(_) => {
                         best = Some((0.0, pos));
                         break;
@@ -455,9 +463,7 @@ impl Ledger {
                     Err(_) => continue,
                 }
             } else {
-                *memo
-                    .entry(n.sig)
-                    .or_insert_with(|| self.eval_fast(n, pos, prep, scorer))
+                memo.get_or(n.sig, || self.eval_fast(n, pos, prep, scorer, &mut work))
             };
             let Some(s) = s else { continue };
             match best {
@@ -491,24 +497,12 @@ impl Ledger {
         pos: usize,
         prep: &Prepared<'_>,
         scorer: &Scorer,
+        w: &mut fit::Work,
     ) -> Option<f64> {
         let cpu_after = n.cpu_free.saturating_sub(prep.demand.cpu_milli);
         let mut pick = Pick::for_scoring(scorer, &self.models, cpu_after);
-        let (plan, after) = fit::plan(n, prep, fit::View::Now, &mut pick).ok()?;
-        let frag_pick = match pick {
-            Pick::Frag { best, .. } => best,
-            _ => None,
-        };
-        Some(policy::score(
-            scorer,
-            &self.models,
-            n,
-            pos,
-            prep,
-            &plan,
-            &after,
-            frag_pick,
-        ))
+        fit::plan(n, prep, fit::View::Now, &mut pick, w).ok()?;
+        Some(self.score_plan(n, pos, prep, scorer, pick, w))
     }
 
     /// The typical-pod fragmentation measure summed over all nodes, and the
@@ -781,6 +775,39 @@ pub fn scale_scores(scores: &[f64], max: i64) -> Vec<i64> {
 
 /// A node's place in the fixed tie order of `seed`: a bijective mix of the
 /// node's position, so every seed gives one permutation of the nodes.
+/// Scores of node states seen in one decision, so that nodes in equal states
+/// (empty ones, full ones, alike ones) are evaluated once. Direct-mapped: a
+/// state that collides with another is evaluated again, which costs time but
+/// never changes a score; the table stays small enough for the CPU's caches
+/// whatever the cluster's size.
+struct StateMemo {
+    slots: Vec<(u64, Option<f64>)>,
+    used: Vec<bool>,
+}
+
+impl StateMemo {
+    const SLOTS: usize = 1 << 11;
+
+    fn new() -> StateMemo {
+        StateMemo {
+            slots: vec![(0, None); Self::SLOTS],
+            used: vec![false; Self::SLOTS],
+        }
+    }
+
+    fn get_or(&mut self, sig: u64, eval: impl FnOnce() -> Option<f64>) -> Option<f64> {
+        // Signatures are multiplicative hashes: their high bits mix best.
+        let i = (sig >> (64 - Self::SLOTS.trailing_zeros())) as usize;
+        if self.used[i] && self.slots[i].0 == sig {
+            return self.slots[i].1;
+        }
+        let s = eval();
+        self.slots[i] = (sig, s);
+        self.used[i] = true;
+        s
+    }
+}
+
 fn tie_rank(seed: u64, pos: usize) -> u64 {
     let mut x = (pos as u64) ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);

@@ -9,10 +9,10 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex};
 
 use rand::{Rng, RngCore};
+use smallvec::SmallVec;
 
 use crate::fgd::{Bound, NodeFrag, TypicalPods};
-use crate::fit::{After, Picker, Plan, Prepared, Tightest};
-use crate::model::MAX_GPUS_PER_NODE;
+use crate::fit::{Picker, Plan, Prepared, Tightest};
 use crate::state::NodeState;
 
 /// Policies selectable by name.
@@ -177,44 +177,26 @@ impl Scorer {
     }
 }
 
-/// GPUs whose free memory a plan changes, as (position, free thousandths),
-/// without allocating.
-pub(crate) struct Changes {
-    items: [(usize, u32); MAX_GPUS_PER_NODE],
-    len: usize,
+/// GPUs whose free memory a plan changes, as (position, free thousandths);
+/// inline for the few GPUs one pod takes.
+pub(crate) type Changes = SmallVec<[(usize, u32); 8]>;
+
+/// Every usable GPU whose free bytes in `free` differ from the node's.
+fn changes_of(node: &NodeState, free: &[u64]) -> Changes {
+    node.gpus
+        .iter()
+        .zip(free)
+        .enumerate()
+        .filter(|(_, (g, f))| g.usable() && **f != g.free)
+        .map(|(p, (g, &f))| (p, milli_of(f, g.total)))
+        .collect()
 }
 
-impl Changes {
-    fn new() -> Changes {
-        Changes {
-            items: [(0, 0); MAX_GPUS_PER_NODE],
-            len: 0,
-        }
-    }
-
-    /// Every usable GPU whose free bytes in `free` differ from the node's.
-    fn of(node: &NodeState, free: &[u64]) -> Changes {
-        let mut c = Changes::new();
-        for (p, (g, &f)) in node.gpus.iter().zip(free).enumerate() {
-            if g.usable() && f != g.free && c.len < MAX_GPUS_PER_NODE {
-                c.items[c.len] = (p, milli_of(f, g.total));
-                c.len += 1;
-            }
-        }
-        c
-    }
-
-    fn set(&mut self, pos: usize, milli: u32) {
-        if let Some(item) = self.as_slice().iter().position(|(p, _)| *p == pos) {
-            self.items[item].1 = milli;
-        } else if self.len < MAX_GPUS_PER_NODE {
-            self.items[self.len] = (pos, milli);
-            self.len += 1;
-        }
-    }
-
-    fn as_slice(&self) -> &[(usize, u32)] {
-        &self.items[..self.len]
+/// Sets GPU `pos` to `milli` free thousandths in `changes`.
+fn set_change(changes: &mut Changes, pos: usize, milli: u32) {
+    match changes.iter_mut().find(|(p, _)| *p == pos) {
+        Some(c) => c.1 = milli,
+        None => changes.push((pos, milli)),
     }
 }
 
@@ -227,9 +209,9 @@ fn sigmoid(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
 }
 
-/// FGD's score for a fragmentation change, as its simulator computes it.
-fn fgd_score(before: f64, after: f64) -> f64 {
-    (sigmoid((before - after) / 1000.0) * 100.0).trunc()
+/// FGD's score for a fragmentation decrease, as its simulator computes it.
+fn fgd_step(decrease: f64) -> f64 {
+    (sigmoid(decrease / 1000.0) * 100.0).trunc()
 }
 
 /// GPU chooser per policy.
@@ -270,14 +252,19 @@ impl Picker for Pick<'_> {
             } => {
                 let nf = scorer.node_frag(node, models);
                 // Earlier containers of the pod may have taken from GPUs already.
-                let changes = Changes::of(node, free);
-                let before = if changes.len == 0 {
+                let changes = changes_of(node, free);
+                let before = if changes.is_empty() {
                     nf.value
                 } else {
                     scorer
                         .typical
-                        .frag_after(&nf, node, changes.as_slice(), node.cpu_free, models)
+                        .frag_after(&nf, node, &changes, node.cpu_free, models)
                 };
+                // The usual case, nothing taken yet: each candidate costs a few
+                // operations instead of a pass over the typical pods.
+                let single = changes
+                    .is_empty()
+                    .then(|| scorer.typical.single_changes(&nf, *cpu_after));
                 let mut chosen = c[0];
                 let mut top: Option<(f64, u64)> = None;
                 for (k, &p) in c.iter().enumerate() {
@@ -291,17 +278,24 @@ impl Picker for Pick<'_> {
                         continue;
                     }
                     let take = need.min(free[p]);
-                    let mut trial = Changes::new();
-                    trial.items[..changes.len].copy_from_slice(changes.as_slice());
-                    trial.len = changes.len;
-                    trial.set(p, milli_of(free[p] - take, g.total));
-                    let after =
-                        scorer
-                            .typical
-                            .frag_after(&nf, node, trial.as_slice(), *cpu_after, models);
+                    let milli = milli_of(free[p] - take, g.total);
+                    // Fragmentation decrease.
+                    let decrease = match &single {
+                        Some(single) => {
+                            (before - single.value) - single.delta(node, p, milli, models)
+                        }
+                        None => {
+                            let mut trial = changes.clone();
+                            set_change(&mut trial, p, milli);
+                            before
+                                - scorer
+                                    .typical
+                                    .frag_after(&nf, node, &trial, *cpu_after, models)
+                        }
+                    };
                     let score = match scorer.policy {
-                        Policy::Fgd => fgd_score(before, after),
-                        _ => before - after,
+                        Policy::Fgd => fgd_step(decrease),
+                        _ => decrease,
                     };
                     // gpupack breaks equal fragmentation by tightest fit.
                     let better = match top {
@@ -357,13 +351,13 @@ pub(crate) fn score(
     node_pos: usize,
     prep: &Prepared<'_>,
     plan: &Plan,
-    after: &After,
+    free_after: &[u64],
     frag_pick: Option<f64>,
 ) -> f64 {
     let d = prep.demand;
     let gpu_milli: u64 = plan
+        .takes()
         .iter()
-        .flatten()
         .filter(|t| t.mig.is_none())
         .map(|t| milli_of(t.bytes, node.gpus[t.pos].total) as u64)
         .sum();
@@ -394,7 +388,7 @@ pub(crate) fn score(
                 let free: u64 = node
                     .gpus
                     .iter()
-                    .zip(&after.free)
+                    .zip(free_after)
                     .filter(|(g, _)| g.usable())
                     .map(|(_, f)| *f)
                     .sum();
@@ -413,13 +407,12 @@ pub(crate) fn score(
                 None => {
                     let nf = scorer.node_frag(node, models);
                     let before = nf.value;
-                    let changes = Changes::of(node, &after.free);
-                    let after_frag =
-                        scorer
-                            .typical
-                            .frag_after(&nf, node, changes.as_slice(), cpu_after, models);
+                    let changes = changes_of(node, free_after);
+                    let after_frag = scorer
+                        .typical
+                        .frag_after(&nf, node, &changes, cpu_after, models);
                     if scorer.policy == Policy::Fgd {
-                        fgd_score(before, after_frag)
+                        fgd_step(before - after_frag)
                     } else {
                         before - after_frag
                     }
@@ -461,15 +454,11 @@ fn gpupack_score(
     let d = prep.demand;
     let idle_after = node.idle_milli() - gpu_milli;
     let link_bonus: f64 = plan
-        .iter()
+        .containers()
         .filter(|c| c.len() > 1)
         .map(|c| {
-            let mut set = [0usize; MAX_GPUS_PER_NODE];
-            let n = c.len().min(MAX_GPUS_PER_NODE);
-            for (s, t) in set.iter_mut().zip(c) {
-                *s = t.pos;
-            }
-            (4 - crate::topology::worst_rank(node, &set[..n]).min(4)) as f64
+            let set: SmallVec<[usize; 8]> = c.iter().map(|t| t.pos).collect();
+            (4 - crate::topology::worst_rank(node, &set).min(4)) as f64
         })
         .sum();
     // Nodes carry one GPU model; a node without GPUs strands nothing.
@@ -507,7 +496,7 @@ fn gpupack_score(
 
 /// The FGD simulator's GpuPacking score.
 fn packing_score(node: &NodeState, plan: &Plan) -> f64 {
-    let takes: Vec<_> = plan.iter().flatten().filter(|t| t.mig.is_none()).collect();
+    let takes: SmallVec<[_; 8]> = plan.takes().iter().filter(|t| t.mig.is_none()).collect();
     if takes.is_empty() {
         return 0.0;
     }
