@@ -351,22 +351,23 @@ impl Bound {
 
     /// The node's fragmentation as it is now, broken down per typical pod.
     pub fn node_frag(&self, node: &NodeState, models: &[String]) -> NodeFrag {
-        let rows: Vec<Option<u16>> = node.gpus.iter().map(|g| self.row_of(g.total)).collect();
-        let masks: Vec<u64> = node
+        let rows: SmallVec<[Option<u16>; 8]> =
+            node.gpus.iter().map(|g| self.row_of(g.total)).collect();
+        let masks: SmallVec<[u64; 8]> = node
             .gpus
             .iter()
             .zip(&rows)
             .map(|(g, row)| self.room_mask(g, *row, g.free_milli, models))
             .collect();
         let idle = node.idle_milli();
-        let mut fits = vec![0u16; self.typs.len()];
-        let mut short = vec![0u64; self.typs.len()];
+        let mut fits = [0u16; BOUND_KINDS];
+        let mut short = [0u32; BOUND_KINDS];
         for k in 0..self.typs.len() {
             for (g, mask) in node.gpus.iter().zip(&masks) {
                 if mask & (1 << k) != 0 {
                     fits[k] += 1;
                 } else {
-                    short[k] += g.free_milli as u64;
+                    short[k] += g.free_milli;
                 }
             }
         }
@@ -411,21 +412,15 @@ impl Bound {
             })
             .collect();
         let idle = idle.max(0) as u64;
-        self.sum(nf, idle, cpu_free, |k, mut fits, mut short| {
-            let bit = 1u64 << k;
+        self.sum(nf, idle, cpu_free, |k, fits, short| {
+            // Branch-free: whether a GPU had or has room varies unpredictably by kind.
+            let (mut fits, mut short) = (fits as i64, short as i64);
             for &(old_mask, new_mask, old, new) in &delta {
-                if old_mask & bit != 0 {
-                    fits -= 1;
-                } else {
-                    short -= old as u64;
-                }
-                if new_mask & bit != 0 {
-                    fits += 1;
-                } else {
-                    short += new as u64;
-                }
+                let (had, has) = ((old_mask >> k) & 1, (new_mask >> k) & 1);
+                fits += has as i64 - had as i64;
+                short += (1 - has as i64) * new as i64 - (1 - had as i64) * old as i64;
             }
-            (fits, short)
+            (fits as u16, short as u64)
         })
     }
 
@@ -456,7 +451,7 @@ impl Bound {
                         exact |= 1 << k;
                     }
                 }
-                value += p * if starts { nf.short[k] } else { nf.idle } as f64;
+                value += p * if starts { nf.short[k] as u64 } else { nf.idle } as f64;
             }
         }
         SingleChanges {
@@ -485,7 +480,7 @@ impl Bound {
         let mut acc = 0.0;
         let kinds = self.p.iter().zip(&self.cpu).zip(&self.count);
         for (k, ((&p, &cpu), &count)) in kinds.enumerate() {
-            let (fits, short) = adjust(k, nf.fits[k], nf.short[k]);
+            let (fits, short) = adjust(k, nf.fits[k], nf.short[k] as u64);
             // A typical pod that cannot start here finds all idle GPU useless.
             let starts = count > 0 && cpu_free >= cpu && fits as u32 >= count;
             acc += p * if starts { short } else { idle } as f64;
@@ -544,20 +539,22 @@ impl SingleChanges<'_> {
 }
 
 /// A node's fragmentation and its per-typical-pod parts, for scoring a
-/// change to a few of its GPUs without looking at the others.
+/// change to a few of its GPUs without looking at the others. One block of
+/// memory, as every score reads it.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct NodeFrag {
     /// Expected fragment amount (thousandths of a GPU).
     pub value: f64,
     idle: u64,
     /// Needs row per GPU position.
-    rows: Vec<Option<u16>>,
+    rows: SmallVec<[Option<u16>; 8]>,
     /// Per GPU position: which typical pods it has room for (bit per pod).
-    masks: Vec<u64>,
+    masks: SmallVec<[u64; 8]>,
     /// Per typical pod: GPUs with room for it.
-    fits: Vec<u16>,
-    /// Per typical pod: free thousandths on GPUs without room for it.
-    short: Vec<u64>,
+    fits: [u16; BOUND_KINDS],
+    /// Per typical pod: free thousandths on GPUs without room for it (at
+    /// most 1,000 per GPU).
+    short: [u32; BOUND_KINDS],
 }
 
 #[cfg(test)]

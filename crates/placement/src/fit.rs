@@ -1,6 +1,9 @@
 //! Feasibility: can a pod fit on a node, on which GPUs, and if not, why.
 
+use std::cell::RefCell;
 use std::fmt;
+
+use smallvec::SmallVec;
 
 use crate::demand::{GpuNeed, MemoryNeed, PodDemand};
 use crate::model::{LinkLevel, model_matches};
@@ -13,7 +16,13 @@ pub struct Prepared<'d> {
     pub(crate) demand: &'d PodDemand,
     /// Allowed flag per model id; `None` when any model will do.
     pub(crate) allowed: Option<Vec<bool>>,
+    /// Whether the demand could ever fit, per node capacity signature, as
+    /// learned from the nodes tested: a cluster has few node shapes.
+    ever_fits: RefCell<SmallVec<[(u64, bool); 8]>>,
 }
+
+/// Most node shapes a [`Prepared`] remembers.
+const EVER_FITS_MAX: usize = 64;
 
 impl<'d> Prepared<'d> {
     pub(crate) fn new(demand: &'d PodDemand, models: &[String]) -> Self {
@@ -27,7 +36,26 @@ impl<'d> Prepared<'d> {
                     .collect(),
             )
         };
-        Prepared { demand, allowed }
+        Prepared {
+            demand,
+            allowed,
+            ever_fits: RefCell::default(),
+        }
+    }
+
+    /// Whether the demand could fit on `node` were nothing placed there,
+    /// measured once per node shape.
+    fn ever_fits(&self, node: &NodeState, w: &mut Work) -> bool {
+        let key = node.capacity_sig;
+        if let Some(&(_, fits)) = self.ever_fits.borrow().iter().find(|(k, _)| *k == key) {
+            return fits;
+        }
+        let fits = plan(node, self, View::Empty, &mut Tightest, w).is_ok();
+        let mut memo = self.ever_fits.borrow_mut();
+        if memo.len() < EVER_FITS_MAX {
+            memo.push((key, fits));
+        }
+        fits
     }
 
     pub fn demand(&self) -> &'d PodDemand {
@@ -90,8 +118,16 @@ pub struct Unfit {
     pub permanent: bool,
 }
 
+/// Bytes in GiB to one decimal, rounded half to even as `{:.1}` would, in
+/// integers: filter answers carry one such reason per node that does not fit.
 fn gib(bytes: u64) -> String {
-    format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
+    const HALF: u128 = 1 << 29;
+    let scaled = bytes as u128 * 10;
+    let (mut tenths, rest) = (scaled >> 30, scaled & ((1 << 30) - 1));
+    if rest > HALF || (rest == HALF && tenths % 2 == 1) {
+        tenths += 1;
+    }
+    format!("{}.{} GiB", tenths / 10, tenths % 10)
 }
 
 fn cores(milli: u64) -> String {
@@ -446,11 +482,32 @@ pub(crate) fn check(
     picker: &mut dyn Picker,
     w: &mut Work,
 ) -> Result<(), Unfit> {
-    plan(node, prep, View::Now, picker, w).map_err(|shortfall| {
-        let permanent = plan(node, prep, View::Empty, &mut Tightest, w).is_err();
-        Unfit {
-            shortfall,
-            permanent,
-        }
+    plan(node, prep, View::Now, picker, w).map_err(|shortfall| Unfit {
+        shortfall,
+        permanent: !prep.ever_fits(node, w),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gib;
+
+    #[test]
+    fn gib_rounds_like_float_formatting() {
+        for bytes in [
+            0,
+            1,
+            (1 << 28) - 1,
+            1 << 28,
+            3 << 28,
+            (1 << 30) + (1 << 26),
+            38 << 30,
+            80 * (1 << 30) - 1,
+            123_456_789_012,
+            u64::MAX,
+        ] {
+            let float = format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64);
+            assert_eq!(gib(bytes), float, "{bytes} bytes");
+        }
+    }
 }

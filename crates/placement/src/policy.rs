@@ -13,7 +13,7 @@ use smallvec::SmallVec;
 
 use crate::fgd::{Bound, NodeFrag, TypicalPods};
 use crate::fit::{Picker, Plan, Prepared, Tightest};
-use crate::state::NodeState;
+use crate::state::{NodeState, thousandths};
 
 /// Policies selectable by name.
 #[derive(
@@ -188,7 +188,7 @@ fn changes_of(node: &NodeState, free: &[u64]) -> Changes {
         .zip(free)
         .enumerate()
         .filter(|(_, (g, f))| g.usable() && **f != g.free)
-        .map(|(p, (g, &f))| (p, milli_of(f, g.total)))
+        .map(|(p, (g, &f))| (p, thousandths(f, g.total)))
         .collect()
 }
 
@@ -198,11 +198,6 @@ fn set_change(changes: &mut Changes, pos: usize, milli: u32) {
         Some(c) => c.1 = milli,
         None => changes.push((pos, milli)),
     }
-}
-
-/// Thousandths free after taking `bytes` from a GPU.
-fn milli_of(free: u64, total: u64) -> u32 {
-    ((free as u128 * 1000 + total as u128 / 2) / total.max(1) as u128) as u32
 }
 
 fn sigmoid(x: f64) -> f64 {
@@ -278,7 +273,7 @@ impl Picker for Pick<'_> {
                         continue;
                     }
                     let take = need.min(free[p]);
-                    let milli = milli_of(free[p] - take, g.total);
+                    let milli = thousandths(free[p] - take, g.total);
                     // Fragmentation decrease.
                     let decrease = match &single {
                         Some(single) => {
@@ -359,7 +354,7 @@ pub(crate) fn score(
         .takes()
         .iter()
         .filter(|t| t.mig.is_none())
-        .map(|t| milli_of(t.bytes, node.gpus[t.pos].total) as u64)
+        .map(|t| thousandths(t.bytes, node.gpus[t.pos].total) as u64)
         .sum();
     let cpu_after = node.cpu_free - d.cpu_milli;
     match scorer.policy {

@@ -41,10 +41,24 @@ impl GpuState {
 
     pub fn refresh_milli(&mut self) {
         self.free_milli = if self.usable() {
-            ((self.free as u128 * 1000 + self.total as u128 / 2) / self.total.max(1) as u128) as u32
+            thousandths(self.free, self.total)
         } else {
             0
         };
+    }
+}
+
+/// `free` in thousandths of `total`, rounded to nearest: the unit
+/// fragmentation measures count in.
+pub(crate) fn thousandths(free: u64, total: u64) -> u32 {
+    let total = total.max(1);
+    match free
+        .checked_mul(1000)
+        .and_then(|f| f.checked_add(total / 2))
+    {
+        Some(scaled) => (scaled / total) as u32,
+        // Beyond 18 PB: never a GPU, but exact all the same.
+        None => ((free as u128 * 1000 + total as u128 / 2) / total as u128) as u32,
     }
 }
 
@@ -63,6 +77,9 @@ pub(crate) struct NodeState {
     pub cpu_free: u64,
     pub mem_total: u64,
     pub mem_free: u64,
+    /// Hash of shape and device health: nodes alike in what they could
+    /// ever hold.
+    pub capacity_sig: u64,
     /// Hash of shape and all free amounts.
     pub sig: u64,
 }
@@ -155,6 +172,13 @@ impl NodeState {
         }
         shape.add(spec.cpu_milli);
         shape.add(spec.memory_bytes);
+        let mut capacity = shape;
+        for g in &gpus {
+            capacity.add(g.healthy as u64);
+            for m in &g.mig {
+                capacity.add(m.healthy as u64);
+            }
+        }
         let mut node = NodeState {
             name: spec.name.clone(),
             shape: shape.0,
@@ -165,6 +189,7 @@ impl NodeState {
             cpu_free: spec.cpu_milli,
             mem_total: spec.memory_bytes,
             mem_free: spec.memory_bytes,
+            capacity_sig: capacity.0,
             sig: 0,
         };
         node.refresh_sig();
