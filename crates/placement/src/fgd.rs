@@ -624,6 +624,21 @@ mod tests {
         ])
     }
 
+    /// GPU sizes of [`loaded`] nodes, alternating.
+    const SIZES: [u64; 2] = [16 << 30, 24 << 30];
+
+    /// A node with GPUs used by the given thousandths and `cpu` free.
+    fn loaded(used: &[u32], cpu: u64) -> (NodeState, Vec<String>) {
+        let sizes: Vec<u64> = (0..used.len()).map(|i| SIZES[i % 2]).collect();
+        let (mut n, models) = node(&sizes, 64_000);
+        for (g, &u) in n.gpus.iter_mut().zip(used) {
+            g.free = g.total - g.total * u as u64 / 1000;
+            g.refresh_milli();
+        }
+        n.cpu_free = cpu;
+        (n, models)
+    }
+
     proptest! {
         /// Scoring a change by its delta gives exactly what measuring the
         /// changed node from scratch gives.
@@ -634,16 +649,8 @@ mod tests {
             cpu in 0u64..64_000,
             cpu_after in 0u64..64_000,
         ) {
-            let sizes: Vec<u64> = used.iter().enumerate()
-                .map(|(i, _)| if i % 2 == 0 { 16 << 30 } else { 24 << 30 }).collect();
-            let (mut n, models) = node(&sizes, 64_000);
-            for (g, &u) in n.gpus.iter_mut().zip(&used) {
-                g.free = g.total - g.total * u as u64 / 1000;
-                g.refresh_milli();
-            }
-            n.cpu_free = cpu;
-            let totals: Vec<u64> = vec![16 << 30, 24 << 30];
-            let b = Bound::new(&mix(), &models, &totals);
+            let (n, models) = loaded(&used, cpu);
+            let b = Bound::new(&mix(), &models, &SIZES);
             let nf = b.node_frag(&n, &models);
             let mut seen = Vec::new();
             let changes: Vec<(usize, u32)> = changes
@@ -673,17 +680,10 @@ mod tests {
             cpu in 0u64..64_000,
             cpu_after in 0u64..64_000,
         ) {
-            let sizes: Vec<u64> = used.iter().enumerate()
-                .map(|(i, _)| if i % 2 == 0 { 16 << 30 } else { 24 << 30 }).collect();
-            let (mut n, models) = node(&sizes, 64_000);
-            for (g, &u) in n.gpus.iter_mut().zip(&used) {
-                g.free = g.total - g.total * u as u64 / 1000;
-                g.refresh_milli();
-            }
-            n.cpu_free = cpu;
+            let (n, models) = loaded(&used, cpu);
             let pos = pos % n.gpus.len();
             let m = n.gpus[pos].free_milli.saturating_sub(take);
-            let b = Bound::new(&mix(), &models, &[16 << 30, 24 << 30]);
+            let b = Bound::new(&mix(), &models, &SIZES);
             let nf = b.node_frag(&n, &models);
             let single = b.single_changes(&nf, cpu_after);
             let general = b.frag_after(&nf, &n, &[(pos, m)], cpu_after, &models);
