@@ -50,7 +50,7 @@ pub struct Args {
     /// Largest request body in bytes [default: 67108864].
     #[arg(long, env = "GPUPACK_EXT_BODY_LIMIT_BYTES")]
     pub body_limit_bytes: Option<usize>,
-    /// Per-request timeout in milliseconds; keep it under the scheduler's `httpTimeout` [default: 4000].
+    /// Per-request timeout in milliseconds, also the limit for a TLS handshake; keep it under the scheduler's `httpTimeout` [default: 4000].
     #[arg(long, env = "GPUPACK_EXT_REQUEST_TIMEOUT_MS")]
     pub request_timeout_ms: Option<u64>,
     /// Seconds a bind reservation holds on a node [default: 60].

@@ -153,6 +153,10 @@ impl Extender {
                 )
             }
         };
+        let tls = tls.map(|acceptor| Tls {
+            acceptor,
+            handshake_timeout: config.request_timeout,
+        });
         let serving = tokio::spawn(serve(
             listener,
             routes,
@@ -255,11 +259,20 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, StartError> {
     Ok(certs)
 }
 
+/// HTTPS on a listener.
+#[derive(Clone)]
+struct Tls {
+    acceptor: TlsAcceptor,
+    /// A client that has not finished its handshake by then is dropped, so
+    /// that stalled connections cannot pile up; it gets as long as a request.
+    handshake_timeout: Duration,
+}
+
 /// Accepts connections until `stop`, then drains them for up to `grace`.
 async fn serve(
     listener: TcpListener,
     routes: Router,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Tls>,
     stop: CancellationToken,
     grace: Duration,
 ) {
@@ -290,18 +303,25 @@ async fn serve(
                         .into_owned();
                     watcher.watch(conn).await
                 }
-                Some(acceptor) => match acceptor.accept(stream).await {
-                    Ok(s) => {
-                        let conn = builder
-                            .serve_connection(TokioIo::new(s), service)
-                            .into_owned();
-                        watcher.watch(conn).await
+                Some(tls) => {
+                    let handshake = tls.acceptor.accept(stream);
+                    match tokio::time::timeout(tls.handshake_timeout, handshake).await {
+                        Ok(Ok(s)) => {
+                            let conn = builder
+                                .serve_connection(TokioIo::new(s), service)
+                                .into_owned();
+                            watcher.watch(conn).await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, timeout = ?tls.handshake_timeout, "TLS handshake timed out");
+                            return;
+                        }
                     }
-                    Err(e) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                },
+                }
             };
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");

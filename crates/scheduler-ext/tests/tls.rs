@@ -2,7 +2,8 @@
 //! a CA and certificates made at test time, the captured filter body sent
 //! over TLS by a client trusting that CA, and the refusals: plain HTTP on
 //! the TLS port, a client that does not trust the server, and (with
-//! `--tls-client-ca`) a client without a certificate that CA signed.
+//! `--tls-client-ca`) a client without a certificate that CA signed; and a
+//! client that never finishes its handshake, dropped after the request timeout.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -265,5 +266,36 @@ async fn a_client_ca_admits_only_clients_it_signed() {
         metrics.contains(r#"gpupack_extender_requests_total{verb="filter",outcome="ok"} 1"#),
         "only the signed client was served: {metrics}"
     );
+    ext.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stalled_handshake_is_dropped_after_the_request_timeout() {
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("gpupack test CA");
+    let (_server, ext) = https_extender(&ca, None, dir.path()).await;
+
+    // Connects and never starts the handshake.
+    let mut stalled = TcpStream::connect(ext.addr()).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(30), stalled.read(&mut buf))
+        .await
+        .expect("the server kept a stalled handshake open for 30 s");
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "expected the connection closed, got {read:?}"
+    );
+    // The default request timeout (4 s) bounds the handshake.
+    let waited = started.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_secs(3),
+        "closed before the timeout: {waited:?}"
+    );
+
+    // Others are still served.
+    let filter = fixture("ncc-true", "filter-1.json");
+    assert_filtered(https(&client(&ca, None), ext.addr(), "POST", "/filter", &filter).await);
     ext.shutdown().await;
 }
