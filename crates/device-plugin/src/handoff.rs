@@ -544,6 +544,36 @@ impl Handoff {
             .find_map(|c| pick(&c.shape, available, must_include).map(|ids| (c.key, ids)))
     }
 
+    /// The first (by rank) container of a pod without an assignment that
+    /// requests `size` of `resource` and has not been allocated it yet.
+    fn first_unassigned(&self, resource: &Resource, size: u32) -> Option<ContainerKey> {
+        let rname = resource.name();
+        let mut first: Option<((u8, u64, usize), ContainerKey)> = None;
+        for p in self.pods.values() {
+            if p.record.assignment != AssignmentState::None {
+                continue;
+            }
+            for (pos, c) in p.record.containers.iter().enumerate() {
+                if c.amount(resource) != Some(size)
+                    || p.allocated.contains_key(&(c.name.clone(), rname.clone()))
+                {
+                    continue;
+                }
+                let cand = (
+                    self.rank(p, pos, &c.name),
+                    ContainerKey {
+                        uid: p.record.uid.clone(),
+                        container: c.name.clone(),
+                    },
+                );
+                if first.as_ref().is_none_or(|f| cand < *f) {
+                    first = Some(cand);
+                }
+            }
+        }
+        first.map(|(_, key)| key)
+    }
+
     /// Decides an Allocate call for `ids` of `resource`. `last_try` is set
     /// once the caller has waited for the pod cache; before that, a call
     /// that matches nothing yields [`AllocateOutcome::Retry`].
@@ -585,27 +615,7 @@ impl Handoff {
         drop(cands);
 
         // A pod without an assignment that requests this much.
-        let mut unassigned: Vec<((u8, u64, usize), ContainerKey)> = Vec::new();
-        for p in self.pods.values() {
-            if p.record.assignment != AssignmentState::None {
-                continue;
-            }
-            for (pos, c) in p.record.containers.iter().enumerate() {
-                if c.amount(resource) == Some(size)
-                    && !p.allocated.contains_key(&(c.name.clone(), rname.clone()))
-                {
-                    unassigned.push((
-                        self.rank(p, pos, &c.name),
-                        ContainerKey {
-                            uid: p.record.uid.clone(),
-                            container: c.name.clone(),
-                        },
-                    ));
-                }
-            }
-        }
-        unassigned.sort();
-        if let Some((_, key)) = unassigned.into_iter().next() {
+        if let Some(key) = self.first_unassigned(resource, size) {
             self.record(&key, &rname, ids, resource);
             // The container's devices of every resource so far: the last
             // response kubelet merges then describes all of them.
@@ -676,32 +686,9 @@ impl Handoff {
         must_include: &[String],
         size: u32,
     ) -> Option<Vec<String>> {
-        let rname = resource.name();
         let key = match &self.last {
             Some(k) if self.is_pending(k, resource) => k.clone(),
-            _ => {
-                let mut cands: Vec<((u8, u64, usize), ContainerKey)> = Vec::new();
-                for p in self.pods.values() {
-                    if p.record.assignment != AssignmentState::None {
-                        continue;
-                    }
-                    for (pos, c) in p.record.containers.iter().enumerate() {
-                        if c.amount(resource) == Some(size)
-                            && !p.allocated.contains_key(&(c.name.clone(), rname.clone()))
-                        {
-                            cands.push((
-                                self.rank(p, pos, &c.name),
-                                ContainerKey {
-                                    uid: p.record.uid.clone(),
-                                    container: c.name.clone(),
-                                },
-                            ));
-                        }
-                    }
-                }
-                cands.sort();
-                cands.into_iter().next()?.1
-            }
+            _ => self.first_unassigned(resource, size)?,
         };
         let p = self.pods.get(&key.uid)?;
         if p.record.assignment != AssignmentState::None {

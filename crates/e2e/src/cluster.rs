@@ -47,13 +47,7 @@ impl RealCluster {
     }
 
     pub async fn submit(&self, pods: &[PodBuilder]) -> Result<()> {
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), NAMESPACE);
-        for p in pods {
-            api.create(&PostParams::default(), &p.build())
-                .await
-                .with_context(|| format!("creating pod {}", p.name()))?;
-        }
-        Ok(())
+        crate::spec::create_pods(&self.client, pods).await
     }
 
     /// Waits until `done` holds. Container environments are not read back

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use apiserver_standin::{ApiServer, ResourceType};
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams, PostParams};
 use proto::inventory::GpuNodeInventory;
 use proto::resources::GPU;
@@ -363,13 +363,7 @@ impl LocalCluster {
 
     /// Creates the pods.
     pub async fn submit(&self, pods: &[PodBuilder]) -> Result<()> {
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), NAMESPACE);
-        for p in pods {
-            api.create(&PostParams::default(), &p.build())
-                .await
-                .with_context(|| format!("creating pod {}", p.name()))?;
-        }
-        Ok(())
+        crate::spec::create_pods(&self.client, pods).await
     }
 
     /// Waits until `done` holds for the cluster's state.

@@ -4,9 +4,10 @@
 
 use std::collections::BTreeMap;
 
+use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use kube::api::ObjectMeta;
+use kube::api::{Api, ObjectMeta, PostParams};
 use proto::annotations;
 use proto::resources::{GPU, GPU_MEMORY, mig_resource_name};
 
@@ -14,6 +15,17 @@ use proto::resources::{GPU, GPU_MEMORY, mig_resource_name};
 pub const SCHEDULER_NAME: &str = "gpupack-scheduler";
 /// Namespace of the workload pods.
 pub const NAMESPACE: &str = "llm";
+
+/// Creates the pods in [`NAMESPACE`], in order.
+pub async fn create_pods(client: &kube::Client, pods: &[PodBuilder]) -> Result<()> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    for p in pods {
+        api.create(&PostParams::default(), &p.build())
+            .await
+            .with_context(|| format!("creating pod {}", p.name()))?;
+    }
+    Ok(())
+}
 
 /// 8× H100 SXM, NVSwitch.
 pub const H100_NVSWITCH: &str =

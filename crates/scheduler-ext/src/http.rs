@@ -196,7 +196,7 @@ fn respond<T: serde::Serialize>(
     app: &App,
     verb: &str,
     start: Instant,
-    reply: Result<T, (StatusCode, String, &'static str)>,
+    reply: Result<T, Refusal>,
 ) -> Response {
     let (status, reply, outcome) = match reply {
         Ok(r) => (StatusCode::OK, Json(r).into_response(), "ok"),
@@ -207,14 +207,18 @@ fn respond<T: serde::Serialize>(
     (status, reply).into_response()
 }
 
-/// The prioritize answer. kube-scheduler ignores prioritize errors (the
-/// scores are dropped), so errors are plain HTTP errors.
-pub fn prioritize_reply(
+/// Why a verb was not answered: status, message, metrics outcome.
+type Refusal = (StatusCode, String, &'static str);
+
+/// A verb's arguments and the pod's needs, or a refusal: a body that does
+/// not parse, a pod whose requests are malformed, or an extender not ready.
+fn accept<T: DeserializeOwned>(
     app: &App,
     body: &[u8],
-) -> Result<Vec<HostPriority>, (StatusCode, String, &'static str)> {
-    let args: ExtenderArgs =
-        parse(body, "prioritize").map_err(|e| (StatusCode::BAD_REQUEST, e, "bad_request"))?;
+    verb: &str,
+    pod: impl FnOnce(&T) -> &Pod,
+) -> Result<(T, PodNeeds), Refusal> {
+    let args: T = parse(body, verb).map_err(|e| (StatusCode::BAD_REQUEST, e, "bad_request"))?;
     if !app.readiness.is_ready() {
         return Err((
             StatusCode::SERVICE_UNAVAILABLE,
@@ -222,8 +226,15 @@ pub fn prioritize_reply(
             "not_ready",
         ));
     }
-    let needs = PodNeeds::from_pod(&args.pod)
+    let needs = PodNeeds::from_pod(pod(&args))
         .map_err(|e| (StatusCode::BAD_REQUEST, e.to_string(), "bad_request"))?;
+    Ok((args, needs))
+}
+
+/// The prioritize answer. kube-scheduler ignores prioritize errors (the
+/// scores are dropped), so errors are plain HTTP errors.
+pub fn prioritize_reply(app: &App, body: &[u8]) -> Result<Vec<HostPriority>, Refusal> {
+    let (args, needs) = accept(app, body, "prioritize", |a: &ExtenderArgs| &a.pod)?;
     Ok(app.read().prioritize(&needs, &args.node_names()))
 }
 
@@ -278,21 +289,8 @@ async fn preempt(State(app): State<Arc<App>>, body: Bytes) -> Response {
 /// Preemption: keep a candidate node, with kube-scheduler's victims, only
 /// if evicting those victims frees GPUs the pod fits on. Victims are never
 /// added or changed, so the answer can only narrow kube-scheduler's choice.
-pub fn preempt_reply(
-    app: &App,
-    body: &[u8],
-) -> Result<ExtenderPreemptionResult, (StatusCode, String, &'static str)> {
-    let args: ExtenderPreemptionArgs =
-        parse(body, "preempt").map_err(|e| (StatusCode::BAD_REQUEST, e, "bad_request"))?;
-    if !app.readiness.is_ready() {
-        return Err((
-            StatusCode::SERVICE_UNAVAILABLE,
-            NOT_READY.into(),
-            "not_ready",
-        ));
-    }
-    let needs = PodNeeds::from_pod(&args.pod)
-        .map_err(|e| (StatusCode::BAD_REQUEST, e.to_string(), "bad_request"))?;
+pub fn preempt_reply(app: &App, body: &[u8]) -> Result<ExtenderPreemptionResult, Refusal> {
+    let (args, needs) = accept(app, body, "preempt", |a: &ExtenderPreemptionArgs| &a.pod)?;
     let candidates: BTreeMap<String, MetaVictims> =
         match (args.node_name_to_meta_victims, args.node_name_to_victims) {
             (Some(meta), _) => meta,
