@@ -62,7 +62,8 @@ pub struct Args {
     /// Published results (fgd-results/analysis_allo_discrete.csv) to compare with.
     #[arg(long, value_name = "CSV")]
     pub published: Option<PathBuf>,
-    /// Compute the LP (fractional) lower bound on unallocated GPU at 100 % arrived.
+    /// Compute lower bounds on unallocated GPU at 100 % arrived: the LP
+    /// (fractional) one and, in comparable mode, the GPU-sharing one.
     #[arg(long)]
     pub lp: bool,
     /// Worker threads (default: all cores).
@@ -180,6 +181,8 @@ pub struct FamilyResult {
     pub runs: Vec<Run>,
     /// LP lower bound on unallocated GPU % at 100 % arrived, per seed.
     pub lp_unallocated: Vec<f64>,
+    /// GPU-sharing lower bound on the same, per seed (comparable mode).
+    pub sharing_unallocated: Vec<f64>,
 }
 
 /// Replays one pod list; the pure part of the command, used by tests.
@@ -213,6 +216,7 @@ pub fn simulate_family(
         pods_in_trace: pods.len(),
         runs,
         lp_unallocated: Vec::new(),
+        sharing_unallocated: Vec::new(),
     })
 }
 
@@ -274,6 +278,9 @@ pub fn run(args: Args) -> Result<()> {
                 result
                     .lp_unallocated
                     .push(report::lp_bound(&cluster, &pods, &demands, &order)?);
+                result
+                    .sharing_unallocated
+                    .extend(report::sharing_bound(&cluster, &pods, &demands, &order)?);
             }
         }
         eprintln!(

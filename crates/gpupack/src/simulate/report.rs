@@ -1,5 +1,5 @@
 //! Summaries of simulation runs: table, JSON, SVG, the published results
-//! to compare with, and the LP lower bound.
+//! to compare with, and the lower bounds (LP, GPU sharing).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -154,21 +154,19 @@ pub fn table(families: &[FamilyResult], published: Option<&Published>) -> String
                     .unwrap_or_else(|| "-".into()),
             );
         }
-        if !f.lp_unallocated.is_empty() {
+        for (name, bounds) in [
+            ("LP (fractional)", &f.lp_unallocated),
+            ("GPU-sharing", &f.sharing_unallocated),
+        ] {
+            if bounds.is_empty() {
+                continue;
+            }
             let _ = writeln!(
                 s,
-                "LP (fractional) lower bound on unallocated @100: median {} (min {}, max {})",
-                num(median(f.lp_unallocated.iter().copied())),
-                num(f
-                    .lp_unallocated
-                    .iter()
-                    .copied()
-                    .fold(f64::INFINITY, f64::min)),
-                num(f
-                    .lp_unallocated
-                    .iter()
-                    .copied()
-                    .fold(f64::NEG_INFINITY, f64::max)),
+                "{name} lower bound on unallocated @100: median {} (min {}, max {})",
+                num(median(bounds.iter().copied())),
+                num(bounds.iter().copied().fold(f64::INFINITY, f64::min)),
+                num(bounds.iter().copied().fold(f64::NEG_INFINITY, f64::max)),
             );
         }
         s.push('\n');
@@ -182,6 +180,7 @@ pub struct JsonFamily<'a> {
     pub pods_in_trace: usize,
     pub summary: Vec<Summary>,
     pub lp_unallocated_100: &'a [f64],
+    pub sharing_unallocated_100: &'a [f64],
     pub runs: &'a [Run],
 }
 
@@ -196,6 +195,7 @@ pub fn json<'a>(
             pods_in_trace: f.pods_in_trace,
             summary: summarize(f, published),
             lp_unallocated_100: &f.lp_unallocated,
+            sharing_unallocated_100: &f.sharing_unallocated,
             runs: &f.runs,
         })
         .collect()
@@ -390,10 +390,141 @@ pub fn lp_bound(
     }
     match lp.solve().map_err(|e| anyhow::anyhow!("LP bound: {e}"))? {
         microlp::SolveOutcome::Solution(sol) => {
-            Ok(100.0 * (cap as f64 - sol.objective()) / cap as f64)
+            Ok((100.0 * (cap as f64 - sol.objective()) / cap as f64).max(0.0))
         }
         microlp::SolveOutcome::Interrupted(_) => {
             bail!("LP bound: the solver stopped before a solution")
         }
+    }
+}
+
+/// A lower bound on the unallocated GPU % at 100 % arrived that counts what
+/// the LP bound ignores: pods share a GPU only if their shares fit in it.
+///
+/// A share of more than half a GPU takes a GPU of its own, and what it
+/// leaves there (its gap) holds only shares no larger. Placed, such shares
+/// leave their gaps less what smaller shares fill; every placed pod's GPUs
+/// are inside the cluster, so that waste is unallocated. Not placed, a share
+/// is unallocated itself. The bound is the least, over how many of each
+/// large share are placed and how the smaller ones fill the gaps (both
+/// relaxed to fractions, an LP), of the larger of the two. CPU, host memory,
+/// GPU models and waste among small shares are ignored, so it stays a bound.
+/// `None` when a share is in bytes (its size then depends on the GPU).
+pub fn sharing_bound(
+    cluster: &Cluster,
+    pods: &[TracePod],
+    demands: &[PodDemand],
+    order: &[usize],
+) -> Result<Option<f64>> {
+    let cap = cluster.gpus * 1000;
+    let mut arrived = 0u64;
+    let mut shares: BTreeMap<u64, u64> = BTreeMap::new();
+    for &i in order {
+        if arrived + pods[i].total_milli() > cap {
+            break;
+        }
+        arrived += pods[i].total_milli();
+        for c in &demands[i].containers {
+            match c.gpu {
+                GpuNeed::Gpus {
+                    count,
+                    memory: MemoryNeed::Milli(m),
+                    ..
+                } if m < 1000 => *shares.entry(m as u64).or_insert(0) += count as u64,
+                GpuNeed::Gpus {
+                    memory: MemoryNeed::Bytes(_),
+                    ..
+                } => return Ok(None),
+                _ => {}
+            }
+        }
+    }
+    let waste = gap_bound(&shares, cap - arrived)?;
+    Ok(Some(100.0 * waste / cap as f64))
+}
+
+/// The bound of [`sharing_bound`] in thousandths, for shares of one GPU
+/// (size → count) and `unarrived` thousandths of capacity no pod arrived for.
+fn gap_bound(shares: &BTreeMap<u64, u64>, unarrived: u64) -> Result<f64> {
+    let mut lp = Problem::new(OptimizationDirection::Minimize);
+    let bound = lp.add_var(1.0, (0.0, f64::INFINITY));
+    // Placed count per large share size.
+    let large: Vec<(u64, u64, microlp::Variable)> = shares
+        .iter()
+        .filter(|&(&s, _)| s > 500)
+        .map(|(&s, &n)| (s, n, lp.add_var(0.0, (0.0, n as f64))))
+        .collect();
+    // Thousandths of each small share size put into each large one's gaps.
+    let mut fills = Vec::new();
+    for (&s, &n) in shares.iter().filter(|&(&s, _)| s <= 500) {
+        let into: Vec<(usize, microlp::Variable)> = large
+            .iter()
+            .enumerate()
+            .filter(|(_, (l, _, _))| s <= 1000 - l)
+            .map(|(g, _)| (g, lp.add_var(0.0, (0.0, f64::INFINITY))))
+            .collect();
+        if !into.is_empty() {
+            let row: Vec<_> = into.iter().map(|&(_, y)| (y, 1.0)).collect();
+            lp.add_constraint(&row, ComparisonOp::Le, (s * n) as f64);
+        }
+        fills.extend(into);
+    }
+    // Not placed: bound ≥ unarrived + Σ (count − placed) × size.
+    let mut row = vec![(bound, 1.0)];
+    row.extend(large.iter().map(|&(s, _, x)| (x, s as f64)));
+    let all: u64 = large.iter().map(|&(s, n, _)| s * n).sum();
+    lp.add_constraint(&row, ComparisonOp::Ge, (unarrived + all) as f64);
+    // Placed: bound ≥ Σ placed × gap − filled.
+    let mut row = vec![(bound, 1.0)];
+    row.extend(large.iter().map(|&(s, _, x)| (x, -((1000 - s) as f64))));
+    row.extend(fills.iter().map(|&(_, y)| (y, 1.0)));
+    lp.add_constraint(&row, ComparisonOp::Ge, 0.0);
+    // A gap holds at most its size.
+    for (g, &(s, _, x)) in large.iter().enumerate() {
+        let mut row: Vec<_> = fills
+            .iter()
+            .filter(|(into, _)| *into == g)
+            .map(|&(_, y)| (y, 1.0))
+            .collect();
+        row.push((x, -((1000 - s) as f64)));
+        lp.add_constraint(&row, ComparisonOp::Le, 0.0);
+    }
+    match lp
+        .solve()
+        .map_err(|e| anyhow::anyhow!("GPU-sharing bound: {e}"))?
+    {
+        microlp::SolveOutcome::Solution(sol) => Ok(sol.objective().max(0.0)),
+        microlp::SolveOutcome::Interrupted(_) => {
+            bail!("GPU-sharing bound: the solver stopped before a solution")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn bound(shares: &[(u64, u64)], unarrived: u64) -> f64 {
+        gap_bound(&shares.iter().copied().collect(), unarrived).unwrap()
+    }
+
+    #[test]
+    fn gaps_no_share_fills_are_unallocated_or_their_pods_are() {
+        // Ten 0.81 shares alone: placing x leaves 190 each, dropping the
+        // rest leaves 810 each; they meet at x = 8.1.
+        assert!((bound(&[(810, 10)], 0) - 1539.0).abs() < 1e-6);
+        // 0.45 shares are too large for the 0.4 gaps of 0.6 shares.
+        assert!((bound(&[(600, 4), (450, 4)], 0) - 960.0).abs() < 1e-6);
+        // Capacity no pod arrived for is unallocated too.
+        assert!((bound(&[(300, 3)], 250) - 250.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn filled_gaps_cost_nothing() {
+        assert!(bound(&[(810, 10), (190, 10)], 0).abs() < 1e-6);
+        assert!(bound(&[(600, 4), (400, 2), (200, 4)], 0).abs() < 1e-6);
+        assert!(bound(&[], 0).abs() < 1e-6);
     }
 }
