@@ -98,7 +98,8 @@ fn main() {
         ledger.upsert_node(&node(n)).unwrap();
     }
     let mix: Vec<PodDemand> = (0..200).map(|_| demand(&mut rng)).collect();
-    let typical = TypicalPods::for_gpupack(mix.iter());
+    // The mix as the extender takes it from the pods it sees.
+    let typical = TypicalPods::from_workload(mix.iter(), 0.95);
     // Fill to about 60 % of GPU memory with a mixed, diverse occupancy.
     let fill = ledger.scorer(Policy::Random, &typical);
     let mut k = 0;
@@ -114,7 +115,10 @@ fn main() {
             .unwrap();
         k += 1;
     }
-    println!("{NODES} nodes x {GPUS} GPUs, {k} pods placed ({placed_gib} GiB)");
+    println!(
+        "{NODES} nodes x {GPUS} GPUs, {k} pods placed ({placed_gib} GiB), {} typical pod kinds",
+        typical.pods().len()
+    );
     let pods: Vec<PodDemand> = (0..200).map(|_| demand(&mut rng)).collect();
     for policy in [Policy::Gpupack, Policy::Fgd, Policy::BestFit] {
         let scorer = ledger.scorer(policy, &typical);

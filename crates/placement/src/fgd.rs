@@ -85,18 +85,6 @@ impl TypicalPods {
         TypicalPods::new(list)
     }
 
-    /// The mix the `gpupack` policy works best with: pods weighted by the
-    /// GPUs they ask for (1 + 4 per GPU) and 99 % coverage, so that rare
-    /// multi-GPU pods still keep whole nodes free for them.
-    pub fn for_gpupack<'a>(demands: impl IntoIterator<Item = &'a PodDemand>) -> Self {
-        Self::from_weighted(
-            demands
-                .into_iter()
-                .map(|d| (d, 1.0 + 4.0 * d.gpu_count() as f64)),
-            0.99,
-        )
-    }
-
     /// The `max` most probable pods, re-normalised (the mix itself when it
     /// is small enough).
     fn capped(&self, max: usize) -> TypicalPods {

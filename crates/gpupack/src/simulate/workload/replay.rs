@@ -79,32 +79,23 @@ pub fn order(deployments: &[Deployment], seed: u64) -> Vec<usize> {
     order
 }
 
-/// The typical pod mixes the fragmentation-driven policies read: every pod
-/// of a placeable deployment, as `fgd` (95 % coverage) and `gpupack` (GPU-
-/// weighted) take them.
-pub fn typical_pods(deployments: &[Deployment]) -> (TypicalPods, TypicalPods) {
-    let pods: Vec<_> = deployments
+/// The typical pod mix the fragmentation-driven policies read: every pod of
+/// a placeable deployment, 95 % coverage, as the extender takes it from the
+/// pods it sees.
+pub fn typical_pods(deployments: &[Deployment]) -> TypicalPods {
+    let pods = deployments
         .iter()
         .filter(|d| d.unplaceable.is_none())
-        .flat_map(|d| std::iter::repeat_n(&d.demand, d.replicas as usize))
-        .collect();
-    (
-        TypicalPods::from_workload(pods.iter().copied(), 0.95),
-        TypicalPods::for_gpupack(pods.iter().copied()),
-    )
+        .flat_map(|d| std::iter::repeat_n(&d.demand, d.replicas as usize));
+    TypicalPods::from_workload(pods, 0.95)
 }
 
 /// Every policy on every seed, `jobs` at a time; runs in policy-major order.
 pub fn simulate(w: &Workload, policies: &[Policy], seeds: &[u64], jobs: usize) -> Result<Vec<Run>> {
-    let (typical, weighted) = typical_pods(&w.deployments);
+    let typical = typical_pods(&w.deployments);
     let orders: Vec<Vec<usize>> = seeds.iter().map(|&s| order(&w.deployments, s)).collect();
     crate::simulate::run_all(policies, seeds.len(), jobs, |policy, k| {
-        let tp = if policy == Policy::Gpupack {
-            &weighted
-        } else {
-            &typical
-        };
-        replay(w, &orders[k], policy, tp, seeds[k])
+        replay(w, &orders[k], policy, &typical, seeds[k])
     })
 }
 
@@ -415,13 +406,8 @@ mod tests {
     }
 
     fn run(w: &Workload, policy: Policy) -> Run {
-        let (typical, weighted) = typical_pods(&w.deployments);
-        let tp = if policy == Policy::Gpupack {
-            &weighted
-        } else {
-            &typical
-        };
-        replay(w, &order(&w.deployments, 7), policy, tp, 7).unwrap()
+        let typical = typical_pods(&w.deployments);
+        replay(w, &order(&w.deployments, 7), policy, &typical, 7).unwrap()
     }
 
     #[test]
