@@ -452,7 +452,7 @@ fn gpupack_score(
         .containers()
         .filter(|c| c.len() > 1)
         .map(|c| {
-            let set: SmallVec<[usize; 8]> = c.iter().map(|t| t.pos).collect();
+            let set: crate::topology::GpuSet = c.iter().map(|t| t.pos).collect();
             (4 - crate::topology::worst_rank(node, &set).min(4)) as f64
         })
         .sum();

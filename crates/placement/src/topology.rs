@@ -1,8 +1,13 @@
 //! Choosing GPU sets with the best links for multi-GPU (tensor-parallel)
 //! containers.
 
+use smallvec::SmallVec;
+
 use crate::model::LinkLevel;
 use crate::state::NodeState;
+
+/// A set of GPU positions; inline for the sizes nodes have.
+pub(crate) type GpuSet = SmallVec<[usize; 8]>;
 
 /// Most search steps for one set; nodes with many GPUs and irregular links
 /// get the best set found within it.
@@ -27,7 +32,7 @@ pub(crate) fn best_set(
     order: &[usize],
     count: usize,
     max_link: Option<LinkLevel>,
-) -> Option<Vec<usize>> {
+) -> Option<GpuSet> {
     let limit = max_link.map(LinkLevel::rank).unwrap_or(u8::MAX);
     if order.len() < count {
         return None;
@@ -36,7 +41,7 @@ pub(crate) fn best_set(
         if count >= 2 && node.link(order[0], order[1]) > limit {
             return None;
         }
-        return Some(order[..count].to_vec());
+        return Some(order[..count].iter().copied().collect());
     }
     let mut min_rank = u8::MAX;
     for (k, &i) in order.iter().enumerate() {
@@ -52,7 +57,7 @@ pub(crate) fn best_set(
         count,
         limit,
         best: None,
-        cur: Vec::with_capacity(count),
+        cur: GpuSet::new(),
         steps: 0,
         ideal,
     };
@@ -65,8 +70,8 @@ struct Search<'a> {
     order: &'a [usize],
     count: usize,
     limit: u8,
-    best: Option<(u8, u32, Vec<usize>)>,
-    cur: Vec<usize>,
+    best: Option<(u8, u32, GpuSet)>,
+    cur: GpuSet,
     steps: u32,
     ideal: (u8, u32),
 }
