@@ -348,14 +348,15 @@ impl Bound {
             .map(|(g, row)| self.room_mask(g, *row, g.free_milli, models))
             .collect();
         let idle = node.idle_milli();
-        let mut fits = [0u16; BOUND_KINDS];
-        let mut short = [0u32; BOUND_KINDS];
+        // At most 64 GPUs (a node's limit), each at most 1,000 free.
+        let mut fits = [0u8; BOUND_KINDS];
+        let mut short = [0u16; BOUND_KINDS];
         for k in 0..self.typs.len() {
             for (g, mask) in node.gpus.iter().zip(&masks) {
                 if mask & (1 << k) != 0 {
                     fits[k] += 1;
                 } else {
-                    short[k] += g.free_milli;
+                    short[k] += g.free_milli.min(1000) as u16;
                 }
             }
         }
@@ -468,7 +469,7 @@ impl Bound {
         let mut acc = 0.0;
         let kinds = self.p.iter().zip(&self.cpu).zip(&self.count);
         for (k, ((&p, &cpu), &count)) in kinds.enumerate() {
-            let (fits, short) = adjust(k, nf.fits[k], nf.short[k] as u64);
+            let (fits, short) = adjust(k, nf.fits[k] as u16, nf.short[k] as u64);
             // A typical pod that cannot start here finds all idle GPU useless.
             let starts = count > 0 && cpu_free >= cpu && fits as u32 >= count;
             acc += p * if starts { short } else { idle } as f64;
@@ -527,6 +528,9 @@ impl SingleChanges<'_> {
     }
 }
 
+// The per-pod counts below fit their types on the largest node allowed.
+const _: () = assert!(crate::model::MAX_GPUS_PER_NODE * 1000 <= u16::MAX as usize);
+
 /// A node's fragmentation and its per-typical-pod parts, for scoring a
 /// change to a few of its GPUs without looking at the others. One block of
 /// memory, as every score reads it.
@@ -540,10 +544,10 @@ pub(crate) struct NodeFrag {
     /// Per GPU position: which typical pods it has room for (bit per pod).
     masks: SmallVec<[u64; 8]>,
     /// Per typical pod: GPUs with room for it.
-    fits: [u16; BOUND_KINDS],
+    fits: [u8; BOUND_KINDS],
     /// Per typical pod: free thousandths on GPUs without room for it (at
     /// most 1,000 per GPU).
-    short: [u32; BOUND_KINDS],
+    short: [u16; BOUND_KINDS],
 }
 
 #[cfg(test)]
