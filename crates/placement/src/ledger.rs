@@ -781,8 +781,8 @@ pub fn scale_scores(scores: &[f64], max: i64) -> Vec<i64> {
 /// never changes a score; the table stays small enough for the CPU's caches
 /// whatever the cluster's size.
 struct StateMemo {
-    slots: Vec<(u64, Option<f64>)>,
-    used: Vec<bool>,
+    /// Per slot: the state's signature and its score.
+    slots: Vec<Option<(u64, Option<f64>)>>,
 }
 
 impl StateMemo {
@@ -790,20 +790,20 @@ impl StateMemo {
 
     fn new() -> StateMemo {
         StateMemo {
-            slots: vec![(0, None); Self::SLOTS],
-            used: vec![false; Self::SLOTS],
+            slots: vec![None; Self::SLOTS],
         }
     }
 
     fn get_or(&mut self, sig: u64, eval: impl FnOnce() -> Option<f64>) -> Option<f64> {
         // Signatures are multiplicative hashes: their high bits mix best.
         let i = (sig >> (64 - Self::SLOTS.trailing_zeros())) as usize;
-        if self.used[i] && self.slots[i].0 == sig {
-            return self.slots[i].1;
+        if let Some((seen, s)) = self.slots[i]
+            && seen == sig
+        {
+            return s;
         }
         let s = eval();
-        self.slots[i] = (sig, s);
-        self.used[i] = true;
+        self.slots[i] = Some((sig, s));
         s
     }
 }
