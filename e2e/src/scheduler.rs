@@ -1,0 +1,678 @@
+//! A scheduler driver that replays kube-scheduler's calling sequence for
+//! one profile with one extender, as configured in
+//! `daemonset/base/scheduler/kube-scheduler-config.yaml`:
+//!
+//! 1. Only pods whose `schedulerName` is the profile's are scheduled, one
+//!    scheduling cycle at a time, oldest first; a pod that failed waits out
+//!    a per-pod exponential backoff before its next attempt.
+//! 2. In-tree filtering: the node is Ready and schedulable, and every
+//!    resource the pod requests fits `allocatable` minus what the pods on
+//!    the node (and pods assumed there) request (`NodeResourcesFit`).
+//! 3. The extender is called only if the pod requests or limits one of its
+//!    `managedResources`. Filter gets the JSON kube-scheduler sends with
+//!    `nodeCacheCapable: true` (`Pod`, `Nodes: null`, `NodeNames`); every
+//!    returned name must have been sent; an `Error` or a non-200 fails the
+//!    cycle.
+//! 4. With one feasible node, prioritize is skipped. Otherwise the
+//!    extender's scores count `score × weight × 10`; prioritize errors are
+//!    ignored. The highest total wins, ties broken at random.
+//! 5. The pod is assumed on the node and bound asynchronously through the
+//!    extender's bind verb (or a plain Binding when no extender is
+//!    interested); a failed bind forgets the assumption and backs off.
+//! 6. A failed cycle records `FailedScheduling` with kube-scheduler's
+//!    "0/N nodes are available: ..." message, as an Event on the pod.
+//!
+//! Not modelled: in-tree scoring plugins (their scores count 0 here, so the
+//! extender alone ranks nodes), preemption, taints, affinity and the
+//! other in-tree filters, and gang/queueing-hint machinery.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod};
+use kube::api::{Api, ListParams, ObjectMeta, PostParams};
+use proto::extender::{
+    ExtenderArgs, ExtenderBindingArgs, ExtenderBindingResult, ExtenderFilterResult, HostPriority,
+};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::json;
+use tokio::task::JoinHandle;
+
+use crate::extender_client::ExtenderClient;
+use crate::manifests::{Extender, SchedulerConfig};
+use crate::quantity;
+
+/// The scheduler configuration gpupack ships.
+pub const SCHEDULER_CONFIG: &str =
+    include_str!("../../daemonset/base/scheduler/kube-scheduler-config.yaml");
+
+/// kube-scheduler's `MaxNodeScore / MaxExtenderPriority`.
+const EXTENDER_SCORE_SCALE: i64 = 10;
+
+/// How the driver runs.
+#[derive(Clone, Debug)]
+pub struct DriverOptions {
+    pub scheduler_name: String,
+    /// The extender entry of the configuration (verbs, weight, resources).
+    pub extender: Extender,
+    /// Where this driver reaches its extender (the configuration's
+    /// `urlPrefix`, with the host and port of the local process).
+    pub extender_url: String,
+    /// First wait after a failed attempt (kube-scheduler: 1 s), doubled per
+    /// failure up to `max_backoff` (kube-scheduler: 10 s).
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    /// How often the driver looks for pending pods.
+    pub poll: Duration,
+    pub seed: u64,
+}
+
+impl DriverOptions {
+    /// The shipped configuration's first profile and extender, reached at
+    /// `extender_url`, with backoffs shortened for tests.
+    pub fn shipped(extender_url: &str) -> Result<DriverOptions> {
+        let config = SchedulerConfig::parse(SCHEDULER_CONFIG)?;
+        config.validate()?;
+        let extender = config
+            .extenders
+            .first()
+            .cloned()
+            .context("the shipped scheduler configuration has no extender")?;
+        let scheduler_name = config
+            .profiles
+            .first()
+            .map(|p| p.scheduler_name.clone())
+            .context("the shipped scheduler configuration has no profile")?;
+        Ok(DriverOptions {
+            scheduler_name,
+            extender,
+            extender_url: extender_url.to_string(),
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+            poll: Duration::from_millis(50),
+            seed: 1,
+        })
+    }
+
+    /// The configuration's urlPrefix path (`/gpupack`).
+    pub fn url_path(extender: &Extender) -> String {
+        let rest = extender
+            .url_prefix
+            .split_once("://")
+            .map_or(extender.url_prefix.as_str(), |(_, r)| r);
+        rest.find('/').map_or(String::new(), |i| {
+            rest[i..].trim_end_matches('/').to_string()
+        })
+    }
+}
+
+/// What the driver did, for assertions and the demo's report.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    pub cycles: u64,
+    pub filter_calls: u64,
+    pub prioritize_calls: u64,
+    pub prioritize_skipped: u64,
+    pub bind_calls: u64,
+    pub binds_ok: u64,
+    pub bind_errors: u64,
+    pub extender_errors: u64,
+    /// Latest FailedScheduling message per pod (`namespace/name`).
+    pub failed_scheduling: BTreeMap<String, String>,
+    /// Every FailedScheduling message, oldest first.
+    pub failures: Vec<(String, String)>,
+}
+
+/// A running driver; stops when dropped.
+pub struct SchedulerDriver {
+    stats: Arc<Mutex<Stats>>,
+    task: JoinHandle<()>,
+}
+
+impl SchedulerDriver {
+    pub fn start(client: kube::Client, options: DriverOptions) -> SchedulerDriver {
+        let stats = Arc::new(Mutex::new(Stats::default()));
+        let timeout = Duration::from_secs_f64(
+            crate::manifests::duration(options.extender.http_timeout.as_deref(), 5.0)
+                .unwrap_or(5.0),
+        );
+        let driver = Driver {
+            client,
+            extender: ExtenderClient::new(&options.extender_url, timeout),
+            options,
+            stats: stats.clone(),
+            assumed: Arc::new(Mutex::new(HashMap::new())),
+            backoff: HashMap::new(),
+            rng: ChaCha8Rng::seed_from_u64(0),
+        };
+        let task = tokio::spawn(driver.run());
+        SchedulerDriver { stats, task }
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl Drop for SchedulerDriver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A pod assumed on a node while its bind runs (kube-scheduler's cache).
+#[derive(Clone, Debug)]
+struct Assumed {
+    node: String,
+    requests: BTreeMap<String, f64>,
+    /// The bind is still running.
+    binding: bool,
+}
+
+struct Backoff {
+    failures: u32,
+    until: Instant,
+}
+
+struct Driver {
+    client: kube::Client,
+    extender: ExtenderClient,
+    options: DriverOptions,
+    stats: Arc<Mutex<Stats>>,
+    assumed: Arc<Mutex<HashMap<String, Assumed>>>,
+    backoff: HashMap<String, Backoff>,
+    rng: ChaCha8Rng,
+}
+
+fn key(pod: &Pod) -> String {
+    format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or("default"),
+        pod.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
+/// The pod's effective requests: requests, or limits where a request is
+/// missing (the API server's defaulting), summed over containers.
+pub fn pod_requests(pod: &Pod) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for c in pod.spec.iter().flat_map(|s| &s.containers) {
+        let Some(r) = &c.resources else { continue };
+        let mut merged = r.limits.clone().unwrap_or_default();
+        merged.extend(r.requests.clone().unwrap_or_default());
+        for (name, q) in merged {
+            *out.entry(name).or_insert(0.0) += quantity::parse(&q.0).unwrap_or(0.0);
+        }
+    }
+    out
+}
+
+fn is_terminal(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+fn node_ready(node: &Node) -> Result<(), &'static str> {
+    let spec_unschedulable = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.unschedulable)
+        .unwrap_or(false);
+    if spec_unschedulable {
+        return Err("node(s) were unschedulable");
+    }
+    let ready = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+        .is_some_and(|c| c.status == "True");
+    if ready {
+        Ok(())
+    } else {
+        Err("node(s) were not ready")
+    }
+}
+
+impl Driver {
+    fn stats(&self) -> std::sync::MutexGuard<'_, Stats> {
+        self.stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn run(mut self) {
+        loop {
+            if let Err(e) = self.pass().await {
+                tracing::debug!(error = %format!("{e:#}"), "scheduling pass failed; retrying");
+            }
+            tokio::time::sleep(self.options.poll).await;
+        }
+    }
+
+    /// One look at the queue: every pending pod whose backoff has passed
+    /// gets a scheduling cycle.
+    async fn pass(&mut self) -> Result<()> {
+        let pods = Api::<Pod>::all(self.client.clone())
+            .list(&ListParams::default())
+            .await?
+            .items;
+        let nodes = Api::<Node>::all(self.client.clone())
+            .list(&ListParams::default())
+            .await?
+            .items;
+        {
+            // A bound or deleted pod leaves the assumed set (the cache sees
+            // the bind), unless its bind is still running.
+            let bound: HashMap<String, bool> = pods
+                .iter()
+                .filter_map(|p| {
+                    Some((
+                        p.metadata.uid.clone()?,
+                        p.spec.as_ref()?.node_name.is_some(),
+                    ))
+                })
+                .collect();
+            let mut assumed = self.assumed.lock().unwrap_or_else(|e| e.into_inner());
+            assumed.retain(|uid, a| a.binding || bound.get(uid) == Some(&false));
+        }
+        let mut pending: Vec<&Pod> = pods
+            .iter()
+            .filter(|p| {
+                let spec = p.spec.as_ref();
+                spec.and_then(|s| s.scheduler_name.as_deref()) == Some(&self.options.scheduler_name)
+                    && spec.and_then(|s| s.node_name.as_ref()).is_none()
+                    && p.metadata.deletion_timestamp.is_none()
+                    && !is_terminal(p)
+            })
+            .collect();
+        pending.sort_by_key(|p| (p.metadata.creation_timestamp.clone().map(|t| t.0), key(p)));
+        let now = Instant::now();
+        for pod in pending {
+            let Some(uid) = pod.metadata.uid.clone() else {
+                continue;
+            };
+            if self
+                .assumed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&uid)
+            {
+                continue;
+            }
+            if self.backoff.get(&uid).is_some_and(|b| b.until > now) {
+                continue;
+            }
+            self.stats().cycles += 1;
+            match self.schedule_one(pod, &pods, &nodes).await {
+                Ok(()) => {}
+                Err(reason) => self.failed(pod, &format!("{reason:#}")).await,
+            }
+        }
+        Ok(())
+    }
+
+    fn interested(&self, pod: &Pod) -> bool {
+        let managed: Vec<&str> = self
+            .options
+            .extender
+            .managed_resources
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
+        if managed.is_empty() {
+            return true;
+        }
+        pod.spec
+            .iter()
+            .flat_map(|s| {
+                s.containers
+                    .iter()
+                    .chain(s.init_containers.iter().flatten())
+            })
+            .any(|c| {
+                c.resources.as_ref().is_some_and(|r| {
+                    r.requests
+                        .iter()
+                        .chain(r.limits.iter())
+                        .flatten()
+                        .any(|(name, _)| managed.contains(&name.as_str()))
+                })
+            })
+    }
+
+    /// In-tree filtering: NodeUnschedulable, node readiness, NodeResourcesFit.
+    fn in_tree_filter(
+        &self,
+        pod: &Pod,
+        pods: &[Pod],
+        nodes: &[Node],
+    ) -> (Vec<String>, Vec<String>) {
+        let want = pod_requests(pod);
+        let assumed = self
+            .assumed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut feasible = Vec::new();
+        let mut reasons = Vec::new();
+        for node in nodes {
+            let Some(name) = node.metadata.name.clone() else {
+                continue;
+            };
+            if let Err(r) = node_ready(node) {
+                reasons.push(r.to_string());
+                continue;
+            }
+            let allocatable = node
+                .status
+                .as_ref()
+                .and_then(|s| s.allocatable.clone())
+                .unwrap_or_default();
+            let mut used: BTreeMap<String, f64> = BTreeMap::new();
+            for p in pods.iter().filter(|p| {
+                p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name.as_str())
+                    && !is_terminal(p)
+            }) {
+                for (r, v) in pod_requests(p) {
+                    *used.entry(r).or_insert(0.0) += v;
+                }
+            }
+            for a in assumed.values().filter(|a| a.node == name) {
+                for (r, v) in &a.requests {
+                    *used.entry(r.clone()).or_insert(0.0) += v;
+                }
+            }
+            let short = want.iter().find(|(r, v)| {
+                **v > 0.0 && {
+                    let have = allocatable
+                        .get(*r)
+                        .and_then(|q| quantity::parse(&q.0))
+                        .unwrap_or(0.0);
+                    have - used.get(*r).copied().unwrap_or(0.0) < **v
+                }
+            });
+            match short {
+                Some((r, _)) => reasons.push(format!("Insufficient {r}")),
+                None => feasible.push(name),
+            }
+        }
+        (feasible, reasons)
+    }
+
+    async fn schedule_one(&mut self, pod: &Pod, pods: &[Pod], nodes: &[Node]) -> Result<()> {
+        let total = nodes.len();
+        let (mut feasible, mut reasons) = self.in_tree_filter(pod, pods, nodes);
+        let interested = self.interested(pod);
+        if interested && !feasible.is_empty() && !self.options.extender.filter_verb.is_empty() {
+            let args = ExtenderArgs {
+                pod: pod.clone(),
+                nodes: None,
+                node_names: Some(feasible.clone()),
+            };
+            self.stats().filter_calls += 1;
+            let reply: ExtenderFilterResult = match self
+                .extender
+                .call(&self.options.extender.filter_verb, &args)
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    self.stats().extender_errors += 1;
+                    return Err(e.context("extender filter"));
+                }
+            };
+            if !reply.error.is_empty() {
+                self.stats().extender_errors += 1;
+                bail!("extender filter: {}", reply.error);
+            }
+            let names = match (reply.node_names, reply.nodes) {
+                (Some(n), _) => n,
+                (None, Some(list)) => list
+                    .items
+                    .into_iter()
+                    .filter_map(|n| n.metadata.name)
+                    .collect(),
+                (None, None) => Vec::new(),
+            };
+            if let Some(stray) = names.iter().find(|n| !feasible.contains(n)) {
+                bail!(
+                    "extender claims a filtered node {stray} which is not found in the input node list"
+                );
+            }
+            for (_, reason) in reply
+                .failed_nodes
+                .iter()
+                .chain(&reply.failed_and_unresolvable_nodes)
+            {
+                reasons.push(reason.clone());
+            }
+            feasible = names;
+        }
+        if feasible.is_empty() {
+            bail!("{}", unavailable(total, &reasons));
+        }
+        let best = if feasible.len() == 1 {
+            self.stats().prioritize_skipped += 1;
+            feasible[0].clone()
+        } else {
+            let mut totals: BTreeMap<&str, i64> =
+                feasible.iter().map(|n| (n.as_str(), 0)).collect();
+            if interested && !self.options.extender.prioritize_verb.is_empty() {
+                let args = ExtenderArgs {
+                    pod: pod.clone(),
+                    nodes: None,
+                    node_names: Some(feasible.clone()),
+                };
+                self.stats().prioritize_calls += 1;
+                match self
+                    .extender
+                    .call::<_, Vec<HostPriority>>(&self.options.extender.prioritize_verb, &args)
+                    .await
+                {
+                    Ok(scores) => {
+                        for s in scores {
+                            if let Some(t) = totals.get_mut(s.host.as_str()) {
+                                *t += s.score * self.options.extender.weight * EXTENDER_SCORE_SCALE;
+                            }
+                        }
+                    }
+                    // kube-scheduler drops a failed prioritize silently.
+                    Err(e) => tracing::debug!(error = %e, "prioritize failed; ignored"),
+                }
+            }
+            self.select_host(&totals)
+        };
+        self.assume_and_bind(pod, &best, interested);
+        Ok(())
+    }
+
+    /// The highest score; ties broken uniformly at random (reservoir
+    /// sampling, as kube-scheduler's `selectHost`).
+    fn select_host(&mut self, totals: &BTreeMap<&str, i64>) -> String {
+        let mut best: Option<(&str, i64)> = None;
+        let mut ties = 0u32;
+        for (node, score) in totals {
+            match best {
+                Some((_, b)) if *score < b => {}
+                Some((_, b)) if *score == b => {
+                    ties += 1;
+                    if self.rng.random_range(0..ties + 1) == 0 {
+                        best = Some((node, *score));
+                    }
+                }
+                _ => {
+                    best = Some((node, *score));
+                    ties = 0;
+                }
+            }
+        }
+        best.map(|(n, _)| n.to_string()).unwrap_or_default()
+    }
+
+    fn assume_and_bind(&mut self, pod: &Pod, node: &str, interested: bool) {
+        let Some(uid) = pod.metadata.uid.clone() else {
+            return;
+        };
+        self.assumed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                uid.clone(),
+                Assumed {
+                    node: node.to_string(),
+                    requests: pod_requests(pod),
+                    binding: true,
+                },
+            );
+        let use_extender = interested && !self.options.extender.bind_verb.is_empty();
+        let args = ExtenderBindingArgs {
+            pod_name: pod.metadata.name.clone().unwrap_or_default(),
+            pod_namespace: pod
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into()),
+            pod_uid: uid.clone(),
+            node: node.to_string(),
+        };
+        let extender = self.extender.clone();
+        let verb = self.options.extender.bind_verb.clone();
+        let client = self.client.clone();
+        let assumed = self.assumed.clone();
+        let stats = self.stats.clone();
+        let pod = pod.clone();
+        let backoff_hint = self.options.initial_backoff;
+        tokio::spawn(async move {
+            stats.lock().unwrap_or_else(|e| e.into_inner()).bind_calls += 1;
+            let result = if use_extender {
+                match extender
+                    .call::<_, ExtenderBindingResult>(&verb, &args)
+                    .await
+                {
+                    Ok(r) if r.error.is_empty() => Ok(()),
+                    Ok(r) => Err(anyhow::anyhow!("extender bind: {}", r.error)),
+                    Err(e) => Err(e.context("extender bind")),
+                }
+            } else {
+                default_bind(&client, &args).await
+            };
+            let mut a = assumed.lock().unwrap_or_else(|e| e.into_inner());
+            let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
+            match result {
+                Ok(()) => {
+                    s.binds_ok += 1;
+                    if let Some(entry) = a.get_mut(&args.pod_uid) {
+                        entry.binding = false;
+                    }
+                }
+                Err(e) => {
+                    s.bind_errors += 1;
+                    a.remove(&args.pod_uid);
+                    let msg = format!("binding rejected: {e:#}");
+                    tracing::debug!(pod = %key(&pod), %msg, ?backoff_hint, "bind failed");
+                    s.failed_scheduling.insert(key(&pod), msg.clone());
+                    s.failures.push((key(&pod), msg));
+                }
+            }
+        });
+    }
+
+    async fn failed(&mut self, pod: &Pod, message: &str) {
+        let Some(uid) = pod.metadata.uid.clone() else {
+            return;
+        };
+        let b = self.backoff.entry(uid).or_insert(Backoff {
+            failures: 0,
+            until: Instant::now(),
+        });
+        b.failures += 1;
+        let wait = self
+            .options
+            .initial_backoff
+            .saturating_mul(1 << (b.failures - 1).min(16))
+            .min(self.options.max_backoff);
+        b.until = Instant::now() + wait;
+        let failures = b.failures;
+        {
+            let mut s = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+            s.failed_scheduling.insert(key(pod), message.to_string());
+            s.failures.push((key(pod), message.to_string()));
+        }
+        tracing::debug!(pod = %key(pod), message, "FailedScheduling");
+        // kube-scheduler's event recorder aggregates repeats; one Event per
+        // pod and new message keeps the API quiet.
+        if failures.is_power_of_two() {
+            let _ = record_event(&self.client, pod, "FailedScheduling", message).await;
+        }
+    }
+}
+
+/// kube-scheduler's summary of why no node fits.
+fn unavailable(total: usize, reasons: &[String]) -> String {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in reasons {
+        *counts.entry(r.as_str()).or_insert(0) += 1;
+    }
+    let parts: Vec<String> = counts.iter().map(|(r, n)| format!("{n} {r}")).collect();
+    format!("0/{total} nodes are available: {}.", parts.join(", "))
+}
+
+/// DefaultBinder: a plain Binding.
+async fn default_bind(client: &kube::Client, args: &ExtenderBindingArgs) -> Result<()> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &args.pod_namespace);
+    let binding = Binding {
+        metadata: ObjectMeta {
+            name: Some(args.pod_name.clone()),
+            namespace: Some(args.pod_namespace.clone()),
+            uid: Some(args.pod_uid.clone()),
+            ..Default::default()
+        },
+        target: ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Node".into()),
+            name: Some(args.node.clone()),
+            ..Default::default()
+        },
+    };
+    let _: serde_json::Value = pods
+        .create_subresource("binding", &args.pod_name, &PostParams::default(), &binding)
+        .await?;
+    Ok(())
+}
+
+/// A core/v1 Event on a pod, as the scheduler's recorder writes it.
+pub async fn record_event(
+    client: &kube::Client,
+    pod: &Pod,
+    reason: &str,
+    message: &str,
+) -> Result<()> {
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let event: k8s_openapi::api::core::v1::Event = serde_json::from_value(json!({
+        "metadata": {"generateName": format!("{name}."), "namespace": ns},
+        "involvedObject": {"apiVersion": "v1", "kind": "Pod", "namespace": ns, "name": name,
+                            "uid": pod.metadata.uid},
+        "reason": reason,
+        "message": message,
+        "type": "Warning",
+        "source": {"component": "gpupack-scheduler"},
+        "reportingComponent": "gpupack-scheduler",
+        "firstTimestamp": now.to_string(),
+        "lastTimestamp": now.to_string(),
+        "count": 1,
+    }))?;
+    Api::<k8s_openapi::api::core::v1::Event>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &event)
+        .await?;
+    Ok(())
+}
