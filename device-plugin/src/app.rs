@@ -133,7 +133,13 @@ pub async fn start(cfg: Config, backend: Box<dyn GpuBackend>) -> anyhow::Result<
                 kind: cfg.cdi_kind.clone(),
             },
         },
-        handoff_wait: Duration::from_millis(cfg.handoff_wait_ms),
+        // Without Kubernetes there is no pod cache to wait for: every call
+        // goes to the topology-aware preference at once.
+        handoff_wait: if cfg.no_kubernetes {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(cfg.handoff_wait_ms)
+        },
         allocated: allocated.clone(),
         delivered: delivered.clone(),
     });

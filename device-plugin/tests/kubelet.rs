@@ -327,3 +327,34 @@ async fn pods_without_assignment_get_kubelets_choice_on_nvlink() {
     );
     plugin.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_kubernetes_calls_do_not_wait_for_a_pod_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubelet = kubelet(dir.path(), 8).await;
+    let mut a = args(dir.path(), &simulated("a100-sxm-8x-nvlink.yaml"), &[]);
+    let i = a.iter().position(|s| s == "--handoff-wait-ms").unwrap();
+    a[i + 1] = "3000".into();
+    let plugin = start_plugin(a).await;
+    kubelet
+        .wait_for_healthy("gpupack.io/gpu-memory", 8 * 80, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let pod = Pod::new("u-nk", "default", "plain").container(
+        Container::new("c")
+            .request("gpupack.io/gpu", 1)
+            .request("gpupack.io/gpu-memory", 10),
+    );
+    let t = Instant::now();
+    let admitted = kubelet.admit(&pod).await.unwrap();
+    let took = t.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "--no-kubernetes admission took {took:?}: no pod cache can ever answer"
+    );
+    assert_eq!(
+        admitted.container("c").unwrap().env("GPUPACK_GPU_COUNT"),
+        Some("1")
+    );
+    plugin.stop().await.unwrap();
+}

@@ -19,7 +19,6 @@ pub mod manifests;
 pub mod multicall;
 pub mod node_agent;
 pub mod process;
-pub mod quantity;
 pub mod rbac;
 pub mod report;
 pub mod scheduler;

@@ -43,7 +43,6 @@ use tokio::task::JoinHandle;
 
 use crate::extender_client::ExtenderClient;
 use crate::manifests::{Extender, SchedulerConfig};
-use crate::quantity;
 
 /// The scheduler configuration gpupack ships.
 pub const SCHEDULER_CONFIG: &str =
@@ -195,6 +194,11 @@ fn key(pod: &Pod) -> String {
     )
 }
 
+/// A quantity as a number; one the API server would not store counts 0.
+fn amount(text: &str) -> f64 {
+    proto::quantity::Quantity::parse(text).map_or(0.0, |q| q.as_f64())
+}
+
 /// The pod's effective requests: requests, or limits where a request is
 /// missing (the API server's defaulting), summed over containers.
 pub fn pod_requests(pod: &Pod) -> BTreeMap<String, f64> {
@@ -204,7 +208,7 @@ pub fn pod_requests(pod: &Pod) -> BTreeMap<String, f64> {
         let mut merged = r.limits.clone().unwrap_or_default();
         merged.extend(r.requests.clone().unwrap_or_default());
         for (name, q) in merged {
-            *out.entry(name).or_insert(0.0) += quantity::parse(&q.0).unwrap_or(0.0);
+            *out.entry(name).or_insert(0.0) += amount(&q.0);
         }
     }
     out
@@ -388,10 +392,7 @@ impl Driver {
             }
             let short = want.iter().find(|(r, v)| {
                 **v > 0.0 && {
-                    let have = allocatable
-                        .get(*r)
-                        .and_then(|q| quantity::parse(&q.0))
-                        .unwrap_or(0.0);
+                    let have = allocatable.get(*r).map(|q| amount(&q.0)).unwrap_or(0.0);
                     have - used.get(*r).copied().unwrap_or(0.0) < **v
                 }
             });

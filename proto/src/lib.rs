@@ -14,6 +14,8 @@
 //!   v1) the extender writes on a pod and the device plugin honours, and the
 //!   name of the extender's pending reservations on a `GpuNodeInventory`.
 //! - [`annotations`]: the model annotations an LLM pod may carry.
+//! - [`quantity`]: Kubernetes quantities read and written as the API server
+//!   does; every part counts extended resources through it.
 //! - [`extender`]: kube-scheduler's HTTP extender API v1 (filter, prioritize,
 //!   bind, preempt), as kube-scheduler puts it on the wire.
 //!
@@ -28,6 +30,7 @@ mod error;
 pub mod extender;
 pub mod inventory;
 pub mod podresources;
+pub mod quantity;
 pub mod resources;
 
 pub use error::FormatError;

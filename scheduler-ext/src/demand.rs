@@ -22,7 +22,6 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use placement::{ContainerDemand, GpuNeed, MemoryNeed, PodDemand};
 use proto::annotations::ModelAnnotations;
 use proto::resources::{GPU, GPU_MEMORY, Resource};
@@ -36,6 +35,13 @@ pub enum DemandError {
         container: String,
         resource: String,
         problem: String,
+    },
+    #[error("container {container}: {resource}: {source}")]
+    Quantity {
+        container: String,
+        resource: String,
+        #[source]
+        source: proto::quantity::QuantityError,
     },
     #[error("{0}")]
     Annotations(#[from] proto::FormatError),
@@ -175,10 +181,10 @@ fn container_needs(c: &Container) -> Result<Option<ContainerNeeds>, DemandError>
             .and_then(|r| r.get(name))
             .or_else(|| limits.and_then(|l| l.get(name)));
         let Some(q) = q else { continue };
-        let n = whole_number(q).map_err(|problem| DemandError::Resource {
+        let n = proto::quantity::extended_count(&q.0).map_err(|source| DemandError::Quantity {
             container: c.name.clone(),
             resource: name.clone(),
-            problem,
+            source,
         })?;
         match resource {
             Resource::Gpu => gpus = Some(n),
@@ -235,34 +241,6 @@ fn container_needs(c: &Container) -> Result<Option<ContainerNeeds>, DemandError>
         memory,
         mig,
     }))
-}
-
-/// A Kubernetes quantity that must be a whole, non-negative number, as
-/// extended resources are.
-fn whole_number(q: &Quantity) -> Result<u64, String> {
-    let s = q.0.trim();
-    let (digits, multiplier) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        None => (s, 1u64),
-        Some((i, _)) => {
-            let m = match &s[i..] {
-                "k" => 1_000,
-                "M" => 1_000_000,
-                "Ki" => 1 << 10,
-                "Mi" => 1 << 20,
-                _ => {
-                    return Err(format!(
-                        "{s:?} is not a whole number (extended resources are counted in whole units)"
-                    ));
-                }
-            };
-            (&s[..i], m)
-        }
-    };
-    digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(multiplier))
-        .ok_or_else(|| format!("{s:?} is not a whole number"))
 }
 
 /// Sizes the server container from the model annotations.

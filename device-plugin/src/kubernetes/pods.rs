@@ -29,7 +29,14 @@ fn container_requests(c: &Container) -> Option<ContainerRequests> {
         .iter()
         .filter_map(|(name, q)| {
             let r = Resource::parse(name)?;
-            let n: u32 = q.0.trim().parse().ok()?;
+            let n = match proto::quantity::extended_count_u32(&q.0) {
+                Ok(n) => n,
+                Err(error) => {
+                    // The API server admits only whole extended resources.
+                    tracing::warn!(container = %c.name, resource = %name, %error, "unreadable request");
+                    return None;
+                }
+            };
             (n > 0).then_some((r, n))
         })
         .collect();

@@ -55,6 +55,10 @@ pub fn spawn(
     tokio::spawn(async move {
         let mut declared = declared;
         let mut events_open = true;
+        // Without `--admin-listen` nobody holds the sender: the channel is
+        // closed from the start and must leave the select, or `recv()`
+        // answers `None` at once and the loop spins.
+        let mut admin_open = true;
         loop {
             let wake = book
                 .next_expiry()
@@ -73,7 +77,7 @@ pub fn spawn(
                     Some(BackendEvent::Inventory(inv)) => declared = inv,
                     None => events_open = false,
                 },
-                cmd = admin_rx.recv() => match cmd {
+                cmd = admin_rx.recv(), if admin_open => match cmd {
                     Some(cmd) => {
                         let resolved = resolve(&declared, &cmd.target);
                         if let Ok(uuid) = &resolved {
@@ -82,8 +86,7 @@ pub fn spawn(
                         }
                         let _ = cmd.reply.send(resolved);
                     }
-                    None if !events_open => break,
-                    None => {}
+                    None => admin_open = false,
                 },
                 _ = tokio::time::sleep_until(wake) => {
                     book.expire(Instant::now());

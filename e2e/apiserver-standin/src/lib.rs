@@ -36,6 +36,7 @@ pub mod faults;
 pub mod handle;
 pub mod kubeconfig;
 pub mod patch;
+pub mod quantities;
 pub mod record;
 pub mod resource;
 pub mod route;

@@ -733,6 +733,7 @@ fn check_body(rt: &ResourceType, mut body: Value) -> Result<Value, ApiError> {
     {
         return Err(ApiError::bad_request("metadata must be an object"));
     }
+    crate::quantities::canonicalize(rt, &mut body)?;
     Ok(body)
 }
 

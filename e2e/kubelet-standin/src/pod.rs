@@ -108,13 +108,11 @@ impl Pod {
                 if !is_extended_resource_name(resource) {
                     continue;
                 }
-                let count = quantity.0.trim().parse::<u32>().map_err(|_| PodSpecError {
-                    pod: key.clone(),
-                    problem: format!(
-                        "{field} {:?}: limits[{resource:?}] = {:?} is not a whole device count",
-                        c.name, quantity.0
-                    ),
-                })?;
+                let count =
+                    proto::quantity::extended_count_u32(&quantity.0).map_err(|e| PodSpecError {
+                        pod: key.clone(),
+                        problem: format!("{field} {:?}: limits[{resource:?}]: {e}", c.name),
+                    })?;
                 requests.insert(resource.clone(), count);
             }
             Ok(Container {
