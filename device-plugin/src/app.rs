@@ -22,6 +22,7 @@ use crate::resource::backend::simulated::SimulatedBackend;
 use crate::resource::backend::xid::{self, XidPolicy};
 use crate::resource::backend::{DiscoveryContext, GpuBackend, WatchGuard};
 use crate::resource::state::{self, Snapshot};
+use crate::retry;
 use crate::server::delivered::Delivered;
 use crate::server::plugin::{HandoffHandle, PluginContext};
 use crate::server::registration;
@@ -178,7 +179,8 @@ pub async fn start(cfg: Config, backend: Box<dyn GpuBackend>) -> anyhow::Result<
         let kubeconfig = cfg.kubeconfig.clone();
         let stop = shutdown.clone();
         tasks.push(tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(500);
+            let max = Duration::from_secs(30);
+            let mut backoff = retry::backoff(Duration::from_millis(500), max);
             loop {
                 match make_client(kubeconfig.clone()).await {
                     Ok(c) => {
@@ -188,10 +190,9 @@ pub async fn start(cfg: Config, backend: Box<dyn GpuBackend>) -> anyhow::Result<
                     Err(e) => tracing::warn!(error = %format!("{e:#}"), "no Kubernetes client yet; retrying"),
                 }
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {},
+                    _ = tokio::time::sleep(retry::next_delay(&mut backoff, max)) => {},
                     _ = stop.cancelled() => return,
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
             }
         }));
         tasks.push(tokio::spawn(publish::run(

@@ -12,9 +12,9 @@
 //!   container receives, and which node state kubelet has been shown.
 //! - [`kubernetes`]: the pod cache, inventory publishing and PodResources
 //!   verification.
-//! - [`config`], [`metrics`], [`http`], [`app`], [`cli`]: configuration,
-//!   Prometheus metrics, the HTTP endpoints, the wiring of it all, and the
-//!   command line.
+//! - [`config`], [`metrics`], [`http`], [`app`], [`cli`], [`retry`]:
+//!   configuration, Prometheus metrics, the HTTP endpoints, the wiring of it
+//!   all, the command line, and the one retry schedule.
 
 pub mod app;
 pub mod cli;
@@ -23,4 +23,5 @@ pub mod http;
 pub mod kubernetes;
 pub mod metrics;
 pub mod resource;
+pub mod retry;
 pub mod server;

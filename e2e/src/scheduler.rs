@@ -31,8 +31,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod};
-use kube::api::{Api, ListParams, ObjectMeta, PostParams};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, ListParams, PostParams};
 use proto::extender::{
     ExtenderArgs, ExtenderBindingArgs, ExtenderBindingResult, ExtenderFilterResult, HostPriority,
 };
@@ -214,13 +214,6 @@ pub fn pod_requests(pod: &Pod) -> BTreeMap<String, f64> {
     out
 }
 
-fn is_terminal(pod: &Pod) -> bool {
-    matches!(
-        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-        Some("Succeeded" | "Failed")
-    )
-}
-
 fn node_ready(node: &Node) -> Result<(), &'static str> {
     let spec_unschedulable = node
         .spec
@@ -290,7 +283,7 @@ impl Driver {
                 spec.and_then(|s| s.scheduler_name.as_deref()) == Some(&self.options.scheduler_name)
                     && spec.and_then(|s| s.node_name.as_ref()).is_none()
                     && p.metadata.deletion_timestamp.is_none()
-                    && !is_terminal(p)
+                    && !proto::pod::is_finished(p)
             })
             .collect();
         pending.sort_by_key(|p| (p.metadata.creation_timestamp.clone().map(|t| t.0), key(p)));
@@ -379,7 +372,7 @@ impl Driver {
             let mut used: BTreeMap<String, f64> = BTreeMap::new();
             for p in pods.iter().filter(|p| {
                 p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name.as_str())
-                    && !is_terminal(p)
+                    && !proto::pod::is_finished(p)
             }) {
                 for (r, v) in pod_requests(p) {
                     *used.entry(r).or_insert(0.0) += v;
@@ -625,20 +618,13 @@ fn unavailable(total: usize, reasons: &[String]) -> String {
 /// DefaultBinder: a plain Binding.
 async fn default_bind(client: &kube::Client, args: &ExtenderBindingArgs) -> Result<()> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), &args.pod_namespace);
-    let binding = Binding {
-        metadata: ObjectMeta {
-            name: Some(args.pod_name.clone()),
-            namespace: Some(args.pod_namespace.clone()),
-            uid: Some(args.pod_uid.clone()),
-            ..Default::default()
-        },
-        target: ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Node".into()),
-            name: Some(args.node.clone()),
-            ..Default::default()
-        },
-    };
+    let binding = proto::pod::binding(
+        &args.pod_namespace,
+        &args.pod_name,
+        &args.pod_uid,
+        &args.node,
+        None,
+    );
     let _: serde_json::Value = pods
         .create_subresource("binding", &args.pod_name, &PostParams::default(), &binding)
         .await?;

@@ -102,10 +102,7 @@ impl ClusterView {
     pub fn live_bound(&self) -> impl Iterator<Item = &Pod> {
         self.pods.iter().filter(|p| {
             p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some()
-                && !matches!(
-                    p.status.as_ref().and_then(|s| s.phase.as_deref()),
-                    Some("Succeeded" | "Failed")
-                )
+                && !proto::pod::is_finished(p)
         })
     }
 

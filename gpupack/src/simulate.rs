@@ -201,7 +201,7 @@ pub fn simulate_family(
     } = settings;
     let (tune, mode, jobs) = (*tune, *mode, *jobs);
     let demands: Vec<PodDemand> = pods.iter().map(|p| replay::demand(p, mode)).collect();
-    let typical = TypicalPods::from_workload(demands.iter(), 0.95);
+    let typical = TypicalPods::from_workload(demands.iter(), placement::TYPICAL_COVERAGE);
     let orders: Vec<Vec<usize>> = seeds
         .iter()
         .map(|&s| replay::workload(pods, cluster.gpus, tune, s))

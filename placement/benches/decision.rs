@@ -102,7 +102,7 @@ fn main() {
     }
     let mix: Vec<PodDemand> = (0..200).map(|_| demand(&mut rng)).collect();
     // The mix as the extender takes it from the pods it sees.
-    let typical = TypicalPods::from_workload(mix.iter(), 0.95);
+    let typical = TypicalPods::from_workload(mix.iter(), placement::TYPICAL_COVERAGE);
     // Fill to about 60 % of GPU memory with a mixed, diverse occupancy.
     let fill = ledger.scorer(Policy::Random, &typical);
     let mut k = 0;

@@ -24,7 +24,7 @@ mod state;
 mod topology;
 
 pub use demand::{ContainerDemand, GpuNeed, MemoryNeed, PodDemand, PodKey};
-pub use fgd::{MAX_KINDS, TypicalPods};
+pub use fgd::{MAX_KINDS, TYPICAL_COVERAGE, TypicalPods};
 pub use fit::{Prepared, Shortfall, Unfit};
 pub use ledger::{
     Allocation, ContainerGrant, GpuGrant, GpuUsage, Ledger, LedgerError, NodeId, NodeUsage,

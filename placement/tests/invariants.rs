@@ -136,7 +136,7 @@ proptest! {
             match op {
                 Op::Place { count, gib, whole, cpu, policy } => {
                     let d = demand(count, gib, whole, cpu);
-                    let s = l.scorer(Policy::ALL[policy], &TypicalPods::from_workload([&d], 0.95));
+                    let s = l.scorer(Policy::ALL[policy], &TypicalPods::from_workload([&d], placement::TYPICAL_COVERAGE));
                     let before = l.clone();
                     if let Some(a) = l.decide(&l.prepare(&d), &s, &mut rng) {
                         // One node, distinct healthy GPUs, as many as asked.

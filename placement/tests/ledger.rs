@@ -272,7 +272,10 @@ fn decide_picks_a_node_and_first_fit_the_first() {
     assert_eq!(a.node, "n1");
     let too_big = PodDemand::gpus(5, MemoryNeed::Whole);
     for p in Policy::ALL {
-        let s = l.scorer(p, &TypicalPods::from_workload([&d], 0.95));
+        let s = l.scorer(
+            p,
+            &TypicalPods::from_workload([&d], placement::TYPICAL_COVERAGE),
+        );
         assert!(
             l.decide(&l.prepare(&too_big), &s, &mut rng()).is_none(),
             "{p}"
@@ -287,7 +290,7 @@ fn packing_policies_fill_used_gpus_first() {
     l.upsert_node(&node("n1")).unwrap();
     l.upsert_node(&node("n2")).unwrap();
     let d = PodDemand::gpus(1, MemoryNeed::Milli(300));
-    let t = TypicalPods::from_workload([&d], 0.95);
+    let t = TypicalPods::from_workload([&d], placement::TYPICAL_COVERAGE);
     for p in [
         Policy::Gpupack,
         Policy::Fgd,
@@ -361,7 +364,10 @@ fn gpupack_sends_cpu_only_pods_where_they_strand_no_gpu() {
     l.upsert_node(&plain("roomy", 2, 104)).unwrap();
     let gpu_pod = PodDemand::gpus(1, MemoryNeed::Whole).with_cpu(11_000, 0);
     let cpu_pod = PodDemand::default().with_cpu(12_000, 0);
-    let typical = TypicalPods::from_workload([&gpu_pod, &gpu_pod, &gpu_pod, &cpu_pod], 0.95);
+    let typical = TypicalPods::from_workload(
+        [&gpu_pod, &gpu_pod, &gpu_pod, &cpu_pod],
+        placement::TYPICAL_COVERAGE,
+    );
     let s = l.scorer(Policy::Gpupack, &typical);
     let prep = l.prepare(&cpu_pod);
     let tight = l.score(l.node_id("tight").unwrap(), &prep, &s).unwrap();
@@ -380,7 +386,7 @@ fn ordered_ties_go_to_one_node_and_random_keeps_drawing() {
         l.upsert_node(&plain(&format!("n{n}"), 4, 64)).unwrap();
     }
     let d = PodDemand::gpus(1, MemoryNeed::Bytes(10 * GIB));
-    let typical = TypicalPods::from_workload([&d], 0.95);
+    let typical = TypicalPods::from_workload([&d], placement::TYPICAL_COVERAGE);
     let chosen = |l: &Ledger, p: Policy, seed: u64| -> std::collections::BTreeSet<String> {
         let s = l.scorer(p, &typical);
         (0..20)

@@ -93,6 +93,28 @@ pub struct AssignedMig {
     pub profile: String,
 }
 
+impl ContainerAssignment {
+    /// Whether two containers hold the very same devices: the same GPUs
+    /// with the same memory on each, and the same MIG instances. The device
+    /// plugin cannot tell such containers apart and need not: either may
+    /// take either's devices. The extender's bind and the plugin's handoff
+    /// both rely on this one definition.
+    pub fn interchangeable_with(&self, other: &ContainerAssignment) -> bool {
+        fn held(c: &ContainerAssignment) -> (Vec<(&str, u64)>, Vec<&str>) {
+            let mut gpus: Vec<(&str, u64)> = c
+                .gpus
+                .iter()
+                .map(|g| (g.uuid.as_str(), g.memory_bytes))
+                .collect();
+            gpus.sort_unstable();
+            let mut mig: Vec<&str> = c.mig.iter().map(|m| m.uuid.as_str()).collect();
+            mig.sort_unstable();
+            (gpus, mig)
+        }
+        held(self) == held(other)
+    }
+}
+
 impl PodAssignment {
     /// Parses and validates an annotation value.
     pub fn from_json(text: &str) -> Result<PodAssignment, FormatError> {
@@ -260,5 +282,24 @@ mod tests {
 
         let err = PodAssignment::from_json("not json").unwrap_err();
         assert!(matches!(err, FormatError::Syntax { .. }));
+    }
+
+    #[test]
+    fn interchangeable_means_the_same_devices_whatever_the_order_or_name() {
+        let gpu = |uuid: &str, gib: u64| AssignedGpu {
+            uuid: uuid.into(),
+            index: 0,
+            memory_bytes: gib << 30,
+        };
+        let c = |name: &str, gpus: Vec<AssignedGpu>| ContainerAssignment {
+            name: name.into(),
+            gpus,
+            mig: vec![],
+        };
+        let a = c("a", vec![gpu("GPU-1", 20), gpu("GPU-2", 20)]);
+        assert!(a.interchangeable_with(&c("b", vec![gpu("GPU-2", 20), gpu("GPU-1", 20)])));
+        assert!(!a.interchangeable_with(&c("a", vec![gpu("GPU-1", 20), gpu("GPU-3", 20)])));
+        assert!(!a.interchangeable_with(&c("a", vec![gpu("GPU-1", 20), gpu("GPU-2", 21)])));
+        assert!(!a.interchangeable_with(&c("a", vec![gpu("GPU-1", 20)])));
     }
 }

@@ -423,7 +423,7 @@ impl NodeInventory {
                 if !uuids.insert(mig.uuid.as_str()) {
                     return bad(f("uuid"), format!("duplicate UUID {}", mig.uuid));
                 }
-                if !valid_mig_profile(&mig.profile) {
+                if crate::resources::MigProfile::parse(&mig.profile).is_none() {
                     return bad(
                         f("profile"),
                         format!(
@@ -527,26 +527,6 @@ fn check_memory(bytes: u64, field: &str) -> Result<(), FormatError> {
         ));
     }
     Ok(())
-}
-
-/// `<n>g.<m>gb` with an optional `+<attr>` suffix, as NVIDIA names profiles.
-fn valid_mig_profile(profile: &str) -> bool {
-    let (base, attrs) = match profile.split_once('+') {
-        Some((b, a)) => (b, Some(a)),
-        None => (profile, None),
-    };
-    let Some((g, mem)) = base.split_once('.') else {
-        return false;
-    };
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit());
-    let attrs_ok = attrs.is_none_or(|a| {
-        !a.is_empty()
-            && a.bytes()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'+')
-    });
-    g.strip_suffix('g').is_some_and(digits)
-        && mem.strip_suffix("gb").is_some_and(digits)
-        && attrs_ok
 }
 
 #[cfg(test)]
@@ -733,15 +713,5 @@ mod tests {
         );
         assert!(LinkLevel::NvLink < LinkLevel::PcieSwitch);
         assert_eq!(node(8).link_level(5, 1), Some(LinkLevel::NvSwitch));
-    }
-
-    #[test]
-    fn mig_profiles() {
-        for ok in ["1g.10gb", "7g.80gb", "1g.10gb+me", "1g.24gb+gfx"] {
-            assert!(valid_mig_profile(ok), "{ok}");
-        }
-        for bad in ["", "1g", "g.10gb", "1g.10", "1g.10gb+", "1x.10gb"] {
-            assert!(!valid_mig_profile(bad), "{bad}");
-        }
     }
 }

@@ -14,6 +14,8 @@
 //!   v1) the extender writes on a pod and the device plugin honours, and the
 //!   name of the extender's pending reservations on a `GpuNodeInventory`.
 //! - [`annotations`]: the model annotations an LLM pod may carry.
+//! - [`pod`]: when a pod's devices are free again, and the Binding that
+//!   places a pod with its assignment.
 //! - [`quantity`]: Kubernetes quantities read and written as the API server
 //!   does; every part counts extended resources through it.
 //! - [`extender`]: kube-scheduler's HTTP extender API v1 (filter, prioritize,
@@ -29,6 +31,7 @@ pub mod deviceplugin;
 mod error;
 pub mod extender;
 pub mod inventory;
+pub mod pod;
 pub mod podresources;
 pub mod quantity;
 pub mod resources;

@@ -7,7 +7,7 @@
 //!   the container's GPUs**, split evenly across them. That is what kubelet
 //!   counts: a request of 80 units with 2 GPUs is 40 GiB on each.
 //! - `gpupack.io/mig-<profile>`: one MIG instance of that profile (see
-//!   [`mig_resource_name`]).
+//!   [`mig_resource_name`]; profile names are read by [`MigProfile`]).
 //!
 //! Device IDs encode the physical GPU they belong to so that the device plugin
 //! can map whatever kubelet hands it back to GPUs: slices are `<uuid>::s<n>`,
@@ -38,7 +38,69 @@ pub const MAX_DEVICE_ID_LEN: usize = 63;
 /// `1g.10gb` → `gpupack.io/mig-1g.10gb`, and `+` becomes `.`
 /// (`1g.10gb+me` → `gpupack.io/mig-1g.10gb.me`).
 pub fn mig_resource_name(profile: &str) -> String {
-    format!("{MIG_PREFIX}{}", profile.replace('+', "."))
+    format!("{MIG_PREFIX}{}", mig_request_form(profile))
+}
+
+/// The form pods request a MIG profile in, as NVIDIA's `mixed` strategy
+/// names resources: `+` becomes `.` (`1g.10gb+me` → `1g.10gb.me`).
+pub fn mig_request_form(profile: &str) -> String {
+    profile.trim().replace('+', ".")
+}
+
+/// A MIG profile name as NVIDIA writes it: `<compute>g.<memory>gb`, with
+/// optional attributes after `+` (`1g.10gb+me`); the request form's `.me`
+/// is read too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MigProfile {
+    /// Compute slices (the `3` of `3g.40gb`).
+    pub compute_slices: u32,
+    /// Memory the name promises, in GiB (the `40` of `3g.40gb`).
+    pub memory_gib: u64,
+}
+
+impl MigProfile {
+    /// Parses a profile name; `None` when it is not one.
+    pub fn parse(profile: &str) -> Option<MigProfile> {
+        let (base, attrs) = match profile.split_once('+') {
+            Some((b, a)) => (b, Some(a)),
+            None => (profile, None),
+        };
+        let attrs_ok = attrs.is_none_or(|a| {
+            !a.is_empty()
+                && !a.ends_with('+')
+                && a.bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'+')
+        });
+        let base = base.strip_suffix(".me").unwrap_or(base);
+        let (g, mem) = base.split_once('.')?;
+        let digits =
+            |s: &str| !s.is_empty() && s.len() <= 6 && s.bytes().all(|c| c.is_ascii_digit());
+        let g = g.strip_suffix('g').filter(|s| digits(s))?;
+        let mem = mem.strip_suffix("gb").filter(|s| digits(s))?;
+        let compute_slices: u32 = g.parse().ok()?;
+        let memory_gib: u64 = mem.parse().ok()?;
+        (attrs_ok && compute_slices > 0 && memory_gib > 0).then_some(MigProfile {
+            compute_slices,
+            memory_gib,
+        })
+    }
+
+    /// The memory the name promises, in bytes.
+    pub fn memory_bytes(&self) -> u64 {
+        self.memory_gib << 30
+    }
+}
+
+/// Memory units that hold `bytes`, rounded up: what a container asks for
+/// to get at least that much on a GPU.
+pub fn units_needed(bytes: u64, unit_bytes: u64) -> u64 {
+    bytes.div_ceil(unit_bytes.max(1))
+}
+
+/// Whole memory units a GPU of `memory_bytes` offers, rounded down: a
+/// partial unit is never advertised.
+pub fn units_offered(memory_bytes: u64, unit_bytes: u64) -> u32 {
+    u32::try_from(memory_bytes / unit_bytes.max(1)).unwrap_or(u32::MAX)
 }
 
 /// Which of gpupack's resources a resource name is.
@@ -243,5 +305,32 @@ mod tests {
             };
             prop_assert_eq!(DeviceId::parse(&id.to_string()).unwrap(), id);
         }
+    }
+
+    #[test]
+    fn mig_profiles() {
+        for (ok, compute, gib) in [
+            ("1g.10gb", 1, 10),
+            ("7g.80gb", 7, 80),
+            ("1g.10gb+me", 1, 10),
+            ("1g.24gb+gfx", 1, 24),
+            ("1g.10gb.me", 1, 10),
+        ] {
+            assert_eq!(
+                MigProfile::parse(ok),
+                Some(MigProfile {
+                    compute_slices: compute,
+                    memory_gib: gib
+                }),
+                "{ok}"
+            );
+        }
+        for bad in [
+            "", "1g", "g.10gb", "1g.10", "1g.10gb+", "1x.10gb", "0g.10gb", "1g.0gb",
+        ] {
+            assert_eq!(MigProfile::parse(bad), None, "{bad}");
+        }
+        assert_eq!(mig_request_form("1g.10gb+me"), "1g.10gb.me");
+        assert_eq!(mig_resource_name("1g.10gb+me"), "gpupack.io/mig-1g.10gb.me");
     }
 }

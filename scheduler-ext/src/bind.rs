@@ -52,14 +52,14 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Binding, ObjectReference, Pod};
-use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use backon::{BackoffBuilder, ExponentialBuilder};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use placement::{Allocation, Ledger, PodKey, Policy, TypicalPods};
-use proto::assignment::{self, PodAssignment};
+use proto::assignment::PodAssignment;
 use proto::extender::ExtenderBindingArgs;
 use proto::inventory::{GpuNodeInventory, NodeInventory};
-use rand::Rng;
 use serde_json::json;
 
 use crate::cluster_state::ClusterState;
@@ -247,11 +247,16 @@ impl Binder {
         };
         let inventories: Api<GpuNodeInventory> = Api::all(self.client.clone());
         let mut conflicts = 0;
+        // Jittered, so that replicas racing for one node fall apart.
+        let mut pauses = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(3))
+            .with_max_delay(Duration::from_millis(40))
+            .with_jitter()
+            .without_max_times()
+            .build();
         for attempt in 0..self.config.attempts {
             if attempt > 0 {
-                // Jitter so that replicas racing for one node fall apart.
-                let ms = rand::rng().random_range(1..=10u64) * u64::from(attempt);
-                tokio::time::sleep(Duration::from_millis(ms)).await;
+                tokio::time::sleep(pauses.next().unwrap_or(Duration::from_millis(40))).await;
             }
             // Step 1: the per-node object and its resourceVersion.
             let inv = inventories
@@ -371,23 +376,13 @@ impl Binder {
         uid: &str,
         assignment: Option<&PodAssignment>,
     ) -> Result<(), kube::Error> {
-        let binding = Binding {
-            metadata: ObjectMeta {
-                name: Some(args.pod_name.clone()),
-                namespace: Some(args.pod_namespace.clone()),
-                // A precondition: a re-created pod of the same name is refused.
-                uid: Some(uid.to_string()),
-                annotations: assignment
-                    .map(|a| [(assignment::ANNOTATION.to_string(), a.to_json())].into()),
-                ..Default::default()
-            },
-            target: ObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Node".into()),
-                name: Some(args.node.clone()),
-                ..Default::default()
-            },
-        };
+        let binding = proto::pod::binding(
+            &args.pod_namespace,
+            &args.pod_name,
+            uid,
+            &args.node,
+            assignment,
+        );
         let _: kube::core::Status = pods
             .create_subresource("binding", &args.pod_name, &PostParams::default(), &binding)
             .await?;
@@ -490,18 +485,6 @@ pub fn confusable_with<'a>(
     ours: &PodAssignment,
     pending: impl IntoIterator<Item = (String, &'a PodAssignment)>,
 ) -> Option<String> {
-    type Signature = (Vec<(String, u64)>, Vec<String>);
-    let signature = |c: &proto::assignment::ContainerAssignment| -> Signature {
-        let mut gpus: Vec<(String, u64)> = c
-            .gpus
-            .iter()
-            .map(|g| (g.uuid.clone(), g.memory_bytes))
-            .collect();
-        gpus.sort();
-        let mut mig: Vec<String> = c.mig.iter().map(|m| m.uuid.clone()).collect();
-        mig.sort();
-        (gpus, mig)
-    };
     fn amounts(c: &proto::assignment::ContainerAssignment) -> (usize, u64, Vec<&str>) {
         let memory: u64 = c.gpus.iter().map(|g| g.memory_bytes).sum();
         let mut profiles: Vec<&str> = c.mig.iter().map(|m| m.profile.as_str()).collect();
@@ -510,7 +493,7 @@ pub fn confusable_with<'a>(
     }
     let clash = |a: &proto::assignment::ContainerAssignment,
                  b: &proto::assignment::ContainerAssignment| {
-        if signature(a) == signature(b) {
+        if a.interchangeable_with(b) {
             return false;
         }
         let (ga, ma, pa) = amounts(a);
@@ -599,7 +582,7 @@ mod tests {
 
     fn gpus(list: &[(&str, u64)]) -> PodAssignment {
         PodAssignment {
-            version: assignment::VERSION.into(),
+            version: proto::assignment::VERSION.into(),
             node: "n".into(),
             containers: vec![ContainerAssignment {
                 name: "server".into(),
@@ -619,7 +602,7 @@ mod tests {
 
     fn mig(uuid: &str, profile: &str) -> PodAssignment {
         PodAssignment {
-            version: assignment::VERSION.into(),
+            version: proto::assignment::VERSION.into(),
             node: "n".into(),
             containers: vec![ContainerAssignment {
                 name: "server".into(),

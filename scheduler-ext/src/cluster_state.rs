@@ -473,7 +473,7 @@ impl ClusterState {
         self.typical = if demands.is_empty() {
             default_typical()
         } else {
-            TypicalPods::from_workload(&demands, 0.95)
+            TypicalPods::from_workload(&demands, placement::TYPICAL_COVERAGE)
         };
         self.rebuild_scorer();
     }

@@ -120,8 +120,7 @@ impl PodNeeds {
                     MemoryPerGpu::Whole => MemoryNeed::Whole,
                     MemoryPerGpu::Units(u) => MemoryNeed::Bytes(u.saturating_mul(unit_bytes)),
                     MemoryPerGpu::Estimated { bytes, min_units } => MemoryNeed::Bytes(
-                        bytes
-                            .div_ceil(unit_bytes.max(1))
+                        proto::resources::units_needed(bytes, unit_bytes)
                             .max(min_units)
                             .saturating_mul(unit_bytes),
                     ),
@@ -149,12 +148,6 @@ impl PodNeeds {
             ..PodDemand::default()
         }
     }
-}
-
-/// The resource-name form of a MIG profile as an inventory names it
-/// (`1g.10gb+me` → `1g.10gb.me`), the form pods request.
-pub fn mig_request_form(profile: &str) -> String {
-    profile.replace('+', ".")
 }
 
 fn container_needs(c: &Container) -> Result<Option<ContainerNeeds>, DemandError> {
@@ -453,7 +446,6 @@ mod tests {
             == GpuNeed::Mig {
                 profile: "1g.10gb".into()
             }));
-        assert_eq!(mig_request_form("1g.10gb+me"), "1g.10gb.me");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use placement::{
 use proto::assignment::{self, AssignedGpu, AssignedMig, ContainerAssignment, PodAssignment};
 use proto::inventory::{self, NodeInventory};
 
-use crate::demand::mig_request_form;
+use proto::resources::mig_request_form;
 
 /// The placement model of a node's inventory. A GPU in MIG mode with no
 /// instances takes nothing (it is neither shareable nor partitioned), so it
@@ -215,12 +215,7 @@ pub fn held(pod: &Pod) -> Held {
         .as_ref()
         .and_then(|s| s.node_name.as_deref())
         .is_some_and(|n| !n.is_empty());
-    let finished = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .is_some_and(|p| p == "Succeeded" || p == "Failed");
-    if !bound || finished {
+    if !bound || proto::pod::is_finished(pod) {
         return Held::Nothing;
     }
     let empty = BTreeMap::new();

@@ -72,7 +72,6 @@ pub fn record_from_pod(pod: &Pod, node: &str, order: u64) -> Option<PodRecord> {
             Err(e) => AssignmentState::Invalid(e.to_string()),
         },
     };
-    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
     Some(PodRecord {
         uid: meta.uid.clone().unwrap_or_default(),
         namespace: meta.namespace.clone().unwrap_or_default(),
@@ -80,7 +79,7 @@ pub fn record_from_pod(pod: &Pod, node: &str, order: u64) -> Option<PodRecord> {
         order,
         assignment,
         containers,
-        terminated: matches!(phase, Some("Succeeded" | "Failed")),
+        terminated: proto::pod::is_finished(pod),
     })
 }
 

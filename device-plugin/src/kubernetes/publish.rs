@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 use crate::resource::state::Snapshot;
+use crate::retry;
 use crate::server::delivered::Delivered;
 
 /// Field manager for server-side apply.
@@ -23,6 +24,10 @@ pub const FIELD_MANAGER: &str = "gpupack-device-plugin";
 /// Longest a publication waits for kubelet's streams to carry the same
 /// generation (they are local and answer in milliseconds).
 const KUBELET_FIRST_LIMIT: Duration = Duration::from_secs(1);
+
+/// First and longest pause between failed publications.
+const RETRY_MIN: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// Publishes until `shutdown`.
 pub async fn run(
@@ -38,7 +43,7 @@ pub async fn run(
     };
     let Some(client) = client else { return };
     let api: Api<GpuNodeInventory> = Api::all(client);
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = retry::backoff(RETRY_MIN, RETRY_MAX);
     loop {
         let snap = snapshots.borrow_and_update().clone();
         let obj = GpuNodeInventory::for_node(snap.inventory.clone());
@@ -59,7 +64,7 @@ pub async fn run(
             Ok(_) => {
                 metrics.inventory_publishes.inc();
                 tracing::info!(node = %name, generation = snap.generation, "published GPU inventory");
-                backoff = Duration::from_millis(200);
+                backoff = retry::backoff(RETRY_MIN, RETRY_MAX);
                 tokio::select! {
                     r = snapshots.changed() => if r.is_err() { return },
                     _ = shutdown.cancelled() => return,
@@ -67,12 +72,12 @@ pub async fn run(
             }
             Err(e) => {
                 metrics.inventory_publish_failures.inc();
-                tracing::warn!(node = %name, error = %e, retry_ms = backoff.as_millis() as u64, "publishing GPU inventory failed; retrying");
+                let delay = retry::next_delay(&mut backoff, RETRY_MAX);
+                tracing::warn!(node = %name, error = %e, retry_ms = delay.as_millis() as u64, "publishing GPU inventory failed; retrying");
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {},
+                    _ = tokio::time::sleep(delay) => {},
                     _ = shutdown.cancelled() => return,
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
             }
         }
     }

@@ -41,11 +41,6 @@ pub fn resources(inv: &NodeInventory) -> Vec<Resource> {
     out
 }
 
-/// Memory units a GPU offers.
-pub fn memory_units(memory_bytes: u64, unit_bytes: u64) -> u32 {
-    u32::try_from(memory_bytes / unit_bytes.max(1)).unwrap_or(u32::MAX)
-}
-
 /// The devices of one resource, in a stable order.
 pub fn devices(inv: &NodeInventory, resource: &Resource) -> Vec<DeviceEntry> {
     let mut out = Vec::new();
@@ -68,12 +63,13 @@ pub fn devices(inv: &NodeInventory, resource: &Resource) -> Vec<DeviceEntry> {
             }
             Resource::GpuMemory if !gpu.mig_enabled => {
                 out.extend(
-                    (0..memory_units(gpu.memory_bytes, inv.memory_unit_bytes)).map(|unit| {
-                        entry(DeviceId::MemoryUnit {
-                            gpu_uuid: gpu.uuid.clone(),
-                            unit,
-                        })
-                    }),
+                    (0..proto::resources::units_offered(gpu.memory_bytes, inv.memory_unit_bytes))
+                        .map(|unit| {
+                            entry(DeviceId::MemoryUnit {
+                                gpu_uuid: gpu.uuid.clone(),
+                                unit,
+                            })
+                        }),
                 );
             }
             Resource::Mig(profile) => {

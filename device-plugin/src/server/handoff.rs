@@ -136,7 +136,7 @@ pub fn memory_split(request: u32, gpus: &[(String, u64)], unit_bytes: u64) -> Ve
             .collect()
     };
     let sum = |v: &[u32]| v.iter().map(|&x| u64::from(x)).sum::<u64>();
-    let ceil = as_units(&|b| b.div_ceil(unit));
+    let ceil = as_units(&|b| proto::resources::units_needed(b, unit));
     let floor = as_units(&|b| b / unit);
     let units = if sum(&ceil) == u64::from(request) {
         ceil
@@ -601,8 +601,7 @@ impl Handoff {
         let (cands, any_assigned) = self.candidates_where(resource, size, &named);
         let mut matching = cands.iter().filter(|c| c.shape == shape);
         if let Some(best) = matching.next() {
-            let sig = signature(best.assignment);
-            let ambiguous = matching.any(|c| signature(c.assignment) != sig);
+            let ambiguous = matching.any(|c| !c.assignment.interchangeable_with(best.assignment));
             let key = best.key.clone();
             let plan = Plan::from_assignment(best.assignment);
             self.record(&key, &rname, ids, resource);
@@ -832,19 +831,6 @@ pub struct RecordedPod {
     pub name: String,
     /// (container, resource name, device IDs).
     pub devices: Vec<(String, String, Vec<String>)>,
-}
-
-/// What makes two container assignments interchangeable.
-fn signature(c: &ContainerAssignment) -> (Vec<(String, u64)>, Vec<String>) {
-    let mut g: Vec<(String, u64)> = c
-        .gpus
-        .iter()
-        .map(|g| (g.uuid.clone(), g.memory_bytes))
-        .collect();
-    g.sort();
-    let mut m: Vec<String> = c.mig.iter().map(|m| m.uuid.clone()).collect();
-    m.sort();
-    (g, m)
 }
 
 /// Chooses device IDs realizing `shape` from `available`, taking

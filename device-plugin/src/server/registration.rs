@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::ResourceLabels;
 use crate::resource::devices;
+use crate::retry;
 use crate::server::plugin::{DevicePluginService, PluginContext, options};
 use crate::server::uds;
 
@@ -96,7 +97,7 @@ pub async fn run(
         .map_err(std::io::Error::other)?;
 
     let mut snapshots = ctx.snapshots.clone();
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = retry::backoff(BACKOFF_MIN, BACKOFF_MAX);
     loop {
         let resources = devices::resources(&snapshots.borrow_and_update().inventory);
         let started = Instant::now();
@@ -105,7 +106,7 @@ pub async fn run(
         while triggers.try_recv().is_ok() {}
         match register_all(&kubelet_sock, &resources).await {
             Ok(()) => {
-                backoff = BACKOFF_MIN;
+                backoff = retry::backoff(BACKOFF_MIN, BACKOFF_MAX);
                 for r in &resources {
                     ctx.metrics
                         .registrations
@@ -147,12 +148,13 @@ pub async fn run(
             Err(e) => {
                 ready.send_replace(false);
                 round.stop().await;
-                tracing::warn!(error = %e, retry_ms = backoff.as_millis() as u64, "registration with kubelet failed; retrying");
+                let delay = retry::next_delay(&mut backoff, BACKOFF_MAX);
+                tracing::warn!(error = %e, retry_ms = delay.as_millis() as u64, "registration with kubelet failed; retrying");
                 // Woken early by a new kubelet.sock: the inotify event, or a
                 // cheap check of the file in case the event came earlier.
                 // A new kubelet deserves a prompt try, so backoff restarts.
                 let before = socket_stamp(&kubelet_sock);
-                let wait = tokio::time::sleep(backoff);
+                let wait = tokio::time::sleep(delay);
                 tokio::pin!(wait);
                 let mut poll = tokio::time::interval(Duration::from_millis(20));
                 let woken = loop {
@@ -166,11 +168,9 @@ pub async fn run(
                         _ = shutdown.cancelled() => return Ok(()),
                     }
                 };
-                backoff = if woken {
-                    BACKOFF_MIN
-                } else {
-                    (backoff * 2).min(BACKOFF_MAX)
-                };
+                if woken {
+                    backoff = retry::backoff(BACKOFF_MIN, BACKOFF_MAX);
+                }
             }
         }
     }

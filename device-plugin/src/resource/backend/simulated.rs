@@ -293,13 +293,15 @@ fn build(file: &str, sim: SimFile, ctx: &DiscoveryContext) -> Result<NodeInvento
             let m = m.value;
             let memory_bytes = match m.memory {
                 Some(b) => b.0,
-                None => profile_memory(&m.profile).ok_or_else(|| {
-                    invalid(
-                        mline,
-                        format!("gpus[{i}].mig[{j}].memory"),
-                        format!("missing, and profile {:?} names no size", m.profile),
-                    )
-                })?,
+                None => proto::resources::MigProfile::parse(&m.profile)
+                    .map(|p| p.memory_bytes())
+                    .ok_or_else(|| {
+                        invalid(
+                            mline,
+                            format!("gpus[{i}].mig[{j}].memory"),
+                            format!("missing, and profile {:?} names no size", m.profile),
+                        )
+                    })?,
             };
             let gi = m
                 .gpu_instance_id
@@ -451,14 +453,6 @@ fn locate(file: &str, e: &proto::FormatError, gpu_lines: &[u64], topo_line: u64)
         field,
         problem,
     }
-}
-
-/// The memory a profile name promises (`3g.40gb` → 40 GiB).
-fn profile_memory(profile: &str) -> Option<u64> {
-    let base = profile.split('+').next()?;
-    let (_, mem) = base.split_once('.')?;
-    let gb: u64 = mem.strip_suffix("gb")?.parse().ok()?;
-    gb.checked_mul(1 << 30)
 }
 
 /// Reads and parses a simulated node file.

@@ -10,9 +10,10 @@ use placement::{
 use proto::resources::DEFAULT_MEMORY_UNIT_BYTES;
 use serde::Serialize;
 
-use super::fleet::{Fleet, request_form};
+use super::fleet::Fleet;
 use super::spec::{DeploymentSpec, MaxLink, WorkloadFile};
 use super::{GIB, Invalid, gib};
+use proto::resources::mig_request_form as request_form;
 
 /// Most pods one workload may ask for.
 pub const MAX_PODS: u64 = 200_000;
@@ -222,7 +223,7 @@ fn size(
     let gpu = match &d.mig_profile {
         None => {
             let unit = DEFAULT_MEMORY_UNIT_BYTES;
-            dep.request_bytes = estimate_bytes.div_ceil(unit) * unit;
+            dep.request_bytes = proto::resources::units_needed(estimate_bytes, unit) * unit;
             GpuNeed::Gpus {
                 count: tp,
                 memory: MemoryNeed::Bytes(dep.request_bytes),

@@ -4,7 +4,7 @@
 use placement::{
     GpuSpec, Health, LinkLevel, LinkSpec, MAX_GPUS_PER_NODE, MigSpec, NodeSpec, PcieLevel,
 };
-use proto::resources::{DEFAULT_SLICES_PER_GPU, MAX_SLICES_PER_GPU};
+use proto::resources::{DEFAULT_SLICES_PER_GPU, MAX_SLICES_PER_GPU, MigProfile, mig_request_form};
 use serde::Serialize;
 
 use super::spec::{InterconnectKind, NodeType, NvlinkLayout, WorkloadFile};
@@ -312,24 +312,6 @@ fn pcie_level(a: u32, b: u32, per_switch: u32, per_socket: u32) -> (LinkLevel, P
     }
 }
 
-/// `3g.40gb` (or `1g.10gb+me`, `1g.10gb.me`) → (compute slices, GiB).
-pub fn parse_profile(profile: &str) -> Option<(u32, u64)> {
-    let base = profile
-        .split_once('+')
-        .map(|(b, _)| b)
-        .unwrap_or(profile)
-        .trim_end_matches(".me");
-    let (c, m) = base.split_once('.')?;
-    let compute: u32 = c.strip_suffix('g')?.parse().ok()?;
-    let gib: u64 = m.strip_suffix("gb")?.parse().ok()?;
-    (compute > 0 && gib > 0).then_some((compute, gib))
-}
-
-/// A profile as pods request it (`1g.10gb+me` → `1g.10gb.me`).
-pub fn request_form(profile: &str) -> String {
-    profile.trim().replace('+', ".")
-}
-
 /// GPUs in MIG mode, and the instances (profile, bytes) each carries.
 type MigGpus = (Vec<u32>, Vec<(String, u64)>);
 
@@ -366,7 +348,11 @@ fn mig(
     let mut gib = 0;
     let mut instances = Vec::with_capacity(m.instances.len());
     for (k, p) in m.instances.iter().enumerate() {
-        let Some((c, g)) = parse_profile(p) else {
+        let Some(MigProfile {
+            compute_slices: c,
+            memory_gib: g,
+        }) = MigProfile::parse(p)
+        else {
             return Err(bad(
                 &format!("mig.instances[{k}]"),
                 format!("{p:?} is not a MIG profile like 1g.10gb or 3g.40gb"),
@@ -376,7 +362,7 @@ fn mig(
         gib += g;
         // The profile's figure in GiB, as the simulated device plugin counts
         // it; never more than the GPU has.
-        instances.push((request_form(p), (g * GIB).min(gpu_memory_bytes)));
+        instances.push((mig_request_form(p), (g * GIB).min(gpu_memory_bytes)));
     }
     if compute > MIG_COMPUTE_SLICES {
         return Err(bad(
@@ -585,14 +571,5 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("(x).count"), "{err}");
-    }
-
-    #[test]
-    fn profiles_parse() {
-        assert_eq!(parse_profile("3g.40gb"), Some((3, 40)));
-        assert_eq!(parse_profile("1g.10gb+me"), Some((1, 10)));
-        assert_eq!(parse_profile("1g.10gb.me"), Some((1, 10)));
-        assert_eq!(parse_profile("1g"), None);
-        assert_eq!(parse_profile("0g.10gb"), None);
     }
 }

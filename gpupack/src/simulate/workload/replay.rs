@@ -87,7 +87,7 @@ pub fn typical_pods(deployments: &[Deployment]) -> TypicalPods {
         .iter()
         .filter(|d| d.unplaceable.is_none())
         .flat_map(|d| std::iter::repeat_n(&d.demand, d.replicas as usize));
-    TypicalPods::from_workload(pods, 0.95)
+    TypicalPods::from_workload(pods, placement::TYPICAL_COVERAGE)
 }
 
 /// Every policy on every seed, `jobs` at a time; runs in policy-major order.
