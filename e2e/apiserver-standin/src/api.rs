@@ -20,9 +20,10 @@ use crate::error::{ApiError, success_status};
 use crate::patch::{Patch, PatchKind};
 use crate::record::RequestRecord;
 use crate::resource::ResourceType;
+use crate::response::json_response;
 use crate::route::{self, ResourcePath, Target};
 use crate::selector::{FieldSelector, LabelSelector};
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::store::{Part, Preconditions, Selectors, str_at};
 use crate::watch::{self, Start, WatchSpec};
 
@@ -59,12 +60,6 @@ fn number<T: std::str::FromStr>(name: &str, v: &Option<String>) -> Result<Option
             })
         })
         .transpose()
-}
-
-pub(crate) fn json_response(code: u16, v: &Value) -> Response {
-    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let body = serde_json::to_vec(v).unwrap_or_default();
-    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 fn error_response(e: &ApiError) -> Response {

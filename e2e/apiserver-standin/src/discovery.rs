@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use crate::api::json_response;
 use crate::error::ApiError;
-use crate::server::AppState;
+use crate::response::json_response;
+use crate::state::AppState;
 
 const VERBS: &[&str] = &[
     "create",

@@ -1,10 +1,33 @@
-//! API errors in the exact `metav1.Status` shape the real API server sends,
+//! Errors of the stand-in itself ([`Error`]), and API errors in the exact `metav1.Status` shape the real API server sends,
 //! so that kube-rs turns them into `kube::Error::Api` with the same code and
 //! reason a component would see against a cluster.
 
+use std::net::SocketAddr;
+
 use serde_json::{Value, json};
 
-use crate::resource::ResourceType;
+/// Errors starting, restarting or connecting to the server.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot write kubeconfig {path}: {source}")]
+    WriteKubeconfig {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot serialize the kubeconfig: {0}")]
+    SerializeKubeconfig(#[source] serde_json::Error),
+    #[error("invalid kubeconfig: {0}")]
+    Kubeconfig(#[from] kube::config::KubeconfigError),
+    #[error("cannot build a client: {0}")]
+    Client(#[from] kube::Error),
+    #[error(transparent)]
+    Api(#[from] ApiError),
+}
 
 /// A failed API call: HTTP code, `Status.reason` and message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -26,32 +49,13 @@ pub struct Details {
 }
 
 impl ApiError {
-    fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
         Self {
             code,
             reason,
             message: message.into(),
             details: None,
         }
-    }
-
-    fn about(mut self, rt: &ResourceType, name: &str) -> Self {
-        self.details = Some(Details {
-            name: name.to_string(),
-            group: rt.group.clone(),
-            kind: rt.plural.clone(),
-        });
-        self
-    }
-
-    /// `pods "x" not found`.
-    pub fn not_found(rt: &ResourceType, name: &str) -> Self {
-        Self::new(
-            404,
-            "NotFound",
-            format!("{} \"{name}\" not found", rt.qualified_plural()),
-        )
-        .about(rt, name)
     }
 
     /// A URL that names no resource this server serves.
@@ -61,53 +65,6 @@ impl ApiError {
             "NotFound",
             "the server could not find the requested resource",
         )
-    }
-
-    /// `pods "x" already exists`.
-    pub fn already_exists(rt: &ResourceType, name: &str) -> Self {
-        Self::new(
-            409,
-            "AlreadyExists",
-            format!("{} \"{name}\" already exists", rt.qualified_plural()),
-        )
-        .about(rt, name)
-    }
-
-    /// `Operation cannot be fulfilled on pods "x": <why>`.
-    pub fn conflict(rt: &ResourceType, name: &str, why: &str) -> Self {
-        Self::new(
-            409,
-            "Conflict",
-            format!(
-                "Operation cannot be fulfilled on {} \"{name}\": {why}",
-                rt.qualified_plural()
-            ),
-        )
-        .about(rt, name)
-    }
-
-    /// The optimistic-concurrency failure: the caller's resourceVersion is stale.
-    pub fn stale(rt: &ResourceType, name: &str) -> Self {
-        Self::conflict(
-            rt,
-            name,
-            "the object has been modified; please apply your changes to the latest version and try again",
-        )
-    }
-
-    /// `Pod "x" is invalid: <field>: <what>`.
-    pub fn invalid(rt: &ResourceType, name: &str, what: &str) -> Self {
-        let mut e = Self::new(
-            422,
-            "Invalid",
-            format!("{} \"{name}\" is invalid: {what}", rt.kind),
-        );
-        e.details = Some(Details {
-            name: name.to_string(),
-            group: rt.group.clone(),
-            kind: rt.kind.clone(),
-        });
-        e
     }
 
     /// 422 without an object (e.g. a JSON patch whose `test` op failed).

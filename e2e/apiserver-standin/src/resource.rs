@@ -9,7 +9,7 @@ use kube::core::{ClusterResourceScope, NamespaceResourceScope, Resource};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Details};
 
 /// One served resource: `group/version`, plural, kind, scope, and whether it
 /// has a `/status` subresource (which makes writes to the main resource
@@ -280,6 +280,76 @@ pub fn builtin_types() -> Vec<ResourceType> {
         )
         .with_status(),
     ]
+}
+
+/// API errors about an object of a served type, worded as the API server
+/// words them.
+impl ApiError {
+    pub(crate) fn about(mut self, rt: &ResourceType, name: &str) -> Self {
+        self.details = Some(Details {
+            name: name.to_string(),
+            group: rt.group.clone(),
+            kind: rt.plural.clone(),
+        });
+        self
+    }
+
+    /// `pods "x" not found`.
+    pub fn not_found(rt: &ResourceType, name: &str) -> Self {
+        Self::new(
+            404,
+            "NotFound",
+            format!("{} \"{name}\" not found", rt.qualified_plural()),
+        )
+        .about(rt, name)
+    }
+
+    /// `pods "x" already exists`.
+    pub fn already_exists(rt: &ResourceType, name: &str) -> Self {
+        Self::new(
+            409,
+            "AlreadyExists",
+            format!("{} \"{name}\" already exists", rt.qualified_plural()),
+        )
+        .about(rt, name)
+    }
+
+    /// `Operation cannot be fulfilled on pods "x": <why>`.
+    pub fn conflict(rt: &ResourceType, name: &str, why: &str) -> Self {
+        Self::new(
+            409,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {} \"{name}\": {why}",
+                rt.qualified_plural()
+            ),
+        )
+        .about(rt, name)
+    }
+
+    /// The optimistic-concurrency failure: the caller's resourceVersion is stale.
+    pub fn stale(rt: &ResourceType, name: &str) -> Self {
+        Self::conflict(
+            rt,
+            name,
+            "the object has been modified; please apply your changes to the latest version and try again",
+        )
+    }
+
+    /// `Pod "x" is invalid: <field>: <what>`.
+    pub fn invalid(rt: &ResourceType, name: &str, what: &str) -> Self {
+        let mut e = Self::new(
+            422,
+            "Invalid",
+            format!("{} \"{name}\" is invalid: {what}", rt.kind),
+        );
+        e.details = Some(Details {
+            name: name.to_string(),
+            group: rt.group.clone(),
+            kind: rt.kind.clone(),
+        });
+        e
+    }
 }
 
 #[cfg(test)]

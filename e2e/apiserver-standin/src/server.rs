@@ -2,9 +2,10 @@
 //! drops and a restart brings back on the same port), the router, and the
 //! handle tests hold.
 
+use std::any::Any;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use axum::Router;
@@ -22,86 +23,17 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, json_response};
+use crate::api;
 use crate::discovery;
-use crate::error::ApiError;
+use crate::error::{ApiError, Error};
 use crate::faults::{FaultPlan, Faults};
 use crate::handle::StoreHandle;
 use crate::kubeconfig;
 use crate::record::RequestLog;
 use crate::resource::ResourceType;
+use crate::response::json_response;
+use crate::state::{AppState, Options};
 use crate::store::Store;
-
-/// How to start a server.
-#[derive(Clone, Debug)]
-pub struct Options {
-    /// Where to listen; port 0 picks a free one. Default `127.0.0.1:0`.
-    pub listen: SocketAddr,
-    /// Changes kept for watches to resume from; older resourceVersions get 410.
-    pub log_capacity: usize,
-    /// How often an idle watch that allows bookmarks gets one.
-    pub bookmark_interval: Duration,
-    /// Seed for generated names and uids.
-    pub seed: u64,
-    /// Types to serve besides the built-in ones (e.g. CRDs).
-    pub types: Vec<ResourceType>,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            log_capacity: 10_000,
-            bookmark_interval: Duration::from_secs(1),
-            seed: 0,
-            types: Vec::new(),
-        }
-    }
-}
-
-/// Errors starting, restarting or connecting to the server.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("cannot write kubeconfig {path}: {source}")]
-    WriteKubeconfig {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("invalid kubeconfig: {0}")]
-    Kubeconfig(#[from] kube::config::KubeconfigError),
-    #[error("cannot build a client: {0}")]
-    Client(#[from] kube::Error),
-    #[error(transparent)]
-    Api(#[from] ApiError),
-}
-
-/// State shared by every request.
-pub(crate) struct AppState {
-    pub(crate) store: StoreHandle,
-    pub(crate) faults: Faults,
-    pub(crate) requests: RequestLog,
-    pub(crate) watch_resets: watch::Sender<u64>,
-    pub(crate) options: Options,
-    pub(crate) addr: SocketAddr,
-    /// Cancelled when the current serving generation stops.
-    stop: Mutex<CancellationToken>,
-    server: OnceLock<Weak<Inner>>,
-}
-
-impl AppState {
-    fn stop_slot(&self) -> MutexGuard<'_, CancellationToken> {
-        self.stop.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub(crate) fn stop_token(&self) -> CancellationToken {
-        self.stop_slot().clone()
-    }
-}
 
 struct Inner {
     app: Arc<AppState>,
@@ -155,7 +87,8 @@ impl ApiServer {
             app: app.clone(),
             serving: tokio::sync::Mutex::new(None),
         });
-        let _ = app.server.set(Arc::downgrade(&inner));
+        let weak: Weak<dyn Any + Send + Sync> = Arc::downgrade(&inner) as Weak<Inner>;
+        let _ = app.server.set(weak);
         let server = Self { inner };
         server.serve(listener).await;
         tracing::info!(%addr, "API server stand-in listening");
@@ -268,32 +201,32 @@ impl ApiServer {
             .is_some_and(|t| !t.is_finished())
     }
 
-    /// The kubeconfig YAML for this server.
-    pub fn kubeconfig_yaml(&self) -> String {
-        kubeconfig::yaml(&self.url())
+    /// The kubeconfig for this server.
+    pub fn kubeconfig(&self) -> kube::config::Kubeconfig {
+        kubeconfig::config(&self.url(), None)
     }
 
     /// Writes a kubeconfig pointing at this server.
     pub fn write_kubeconfig(&self, path: &Path) -> Result<(), Error> {
-        kubeconfig::write(path, &self.url())
+        kubeconfig::write(path, &self.url(), None)
     }
 
     /// Writes a kubeconfig whose user sends `token`; the request log
     /// names that token as the user of each request made with it.
     pub fn write_kubeconfig_as(&self, path: &Path, token: &str) -> Result<(), Error> {
-        kubeconfig::write_with_token(path, &self.url(), Some(token))
+        kubeconfig::write(path, &self.url(), Some(token))
     }
 
     /// A client that identifies itself with `token` (see
     /// [`ApiServer::write_kubeconfig_as`]).
     pub async fn client_as(&self, token: &str) -> Result<kube::Client, Error> {
-        kubeconfig::client_from_yaml(&kubeconfig::yaml_with_token(&self.url(), Some(token))).await
+        kubeconfig::client_from(kubeconfig::config(&self.url(), Some(token))).await
     }
 
     /// A `kube::Client` built from this server's kubeconfig, through the
     /// same kubeconfig loading the binaries use.
     pub async fn client(&self) -> Result<kube::Client, Error> {
-        kubeconfig::client_from_yaml(&self.kubeconfig_yaml()).await
+        kubeconfig::client_from(self.kubeconfig()).await
     }
 }
 
@@ -394,7 +327,12 @@ struct OutageParams {
 
 /// Goes down shortly after answering, and comes back after `ms`.
 async fn outage(State(app): State<Arc<AppState>>, Query(p): Query<OutageParams>) -> Response {
-    let Some(server) = app.server.get().and_then(Weak::upgrade) else {
+    let Some(server) = app
+        .server
+        .get()
+        .and_then(Weak::upgrade)
+        .and_then(|s| s.downcast::<Inner>().ok())
+    else {
         return StatusCode::GONE.into_response();
     };
     let server = ApiServer { inner: server };
