@@ -1,22 +1,156 @@
 //! The deployment manifests under `daemonset/`, rendered the way a user
-//! applies them (`kubectl kustomize`) and read into typed Kubernetes objects,
-//! so tests can check the invariants that break real deployments.
+//! applies them (`helm template` of the chart, `kubectl kustomize` of the
+//! directories rendered from it) and read into typed Kubernetes objects, so
+//! tests can check the invariants that break real deployments.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 use anyhow::{Context, Result, bail, ensure};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, Namespace, Pod, PodSpec, Service, ServiceAccount,
+};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Deserialize;
 
 /// The repository's `daemonset/` directory.
 pub fn daemonset_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../daemonset")
+}
+
+/// The Helm chart, `daemonset/helm/gpupack`.
+pub fn chart_dir() -> PathBuf {
+    daemonset_dir().join("helm/gpupack")
+}
+
+/// The kustomize directories users apply, each rendered from the chart.
+pub const KUSTOMIZE_DIRS: &[&str] = &["base", "overlays/simulated", "overlays/metrics"];
+
+/// The namespace the kustomize directories install into.
+pub const NAMESPACE: &str = "gpupack-system";
+
+/// A `helm` binary, from `daemonset/helm/install-helm.sh` (which may fetch
+/// and verify one into `target/tools/`), found once per process.
+pub fn helm() -> Result<PathBuf> {
+    static HELM: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    HELM.get_or_init(|| {
+        let script = daemonset_dir().join("helm/install-helm.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .output()
+            .map_err(|e| format!("running {}: {e}", script.display()))?;
+        if !out.status.success() {
+            return Err(format!(
+                "{} could not provide helm: {}",
+                script.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        Ok(PathBuf::from(path))
+    })
+    .clone()
+    .map_err(anyhow::Error::msg)
+}
+
+/// Whether this run is CI's (`CI` set to anything but `false`/empty), where
+/// every check must run.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// `helm` for a test: `Ok(None)` (with a note on stderr) where none can be
+/// had outside CI, so a clone without npm still passes; an error in CI.
+pub fn helm_for_tests() -> Result<Option<PathBuf>> {
+    match helm() {
+        Ok(path) => Ok(Some(path)),
+        Err(e) if in_ci() => Err(e.context("CI=true: the chart checks need helm")),
+        Err(e) => {
+            eprintln!("skipping the Helm chart checks: {e:#}");
+            Ok(None)
+        }
+    }
+}
+
+/// `helm template` of the chart as release `gpupack` in [`NAMESPACE`], with
+/// values files and `--set` arguments; the error carries helm's message.
+pub fn helm_template(helm: &Path, values: &[PathBuf], set: &[&str]) -> Result<String> {
+    let mut cmd = Command::new(helm);
+    cmd.args(["template", "gpupack"])
+        .arg(chart_dir())
+        .args(["--namespace", NAMESPACE]);
+    for v in values {
+        cmd.arg("--values").arg(v);
+    }
+    for s in set {
+        cmd.args(["--set", s]);
+    }
+    let out = cmd.output().context("running helm template")?;
+    ensure!(
+        out.status.success(),
+        "helm template failed: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    String::from_utf8(out.stdout).context("helm output is not UTF-8")
+}
+
+/// The values files CI renders the chart with: `ci/*-values.yaml`.
+pub fn chart_value_sets() -> Result<Vec<PathBuf>> {
+    let dir = chart_dir().join("ci");
+    let mut out: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()?;
+    out.retain(|p| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.ends_with("-values.yaml"))
+    });
+    out.sort();
+    Ok(out)
+}
+
+/// One way of installing gpupack, rendered.
+#[derive(Debug, Clone)]
+pub struct Render {
+    /// What was rendered, e.g. `kustomize base` or `helm ci/cdi-values.yaml`.
+    pub source: String,
+    pub objects: Vec<Object>,
+}
+
+/// Every way of installing gpupack: each kustomize directory, and the chart
+/// with each of its CI values files (left out, with a note, where helm cannot
+/// be had outside CI).
+pub fn all_renders() -> Result<Vec<Render>> {
+    let mut out = Vec::new();
+    for dir in KUSTOMIZE_DIRS {
+        out.push(Render {
+            source: format!("kustomize {dir}"),
+            objects: render(&daemonset_dir().join(dir))?,
+        });
+    }
+    if let Some(helm) = helm_for_tests()? {
+        for values in chart_value_sets()? {
+            let name = values
+                .strip_prefix(chart_dir())
+                .unwrap_or(&values)
+                .display()
+                .to_string();
+            let text = helm_template(&helm, std::slice::from_ref(&values), &[])
+                .with_context(|| format!("helm template with {name}"))?;
+            out.push(Render {
+                source: format!("helm {name}"),
+                objects: parse_documents(&text).with_context(|| format!("helm {name}"))?,
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// One rendered object, typed.
@@ -49,7 +183,10 @@ pub enum Object {
 }
 
 /// Kinds of other projects' custom resources an overlay may contain.
-const FOREIGN_KINDS: &[(&str, &str)] = &[("monitoring.coreos.com/v1", "ServiceMonitor")];
+const FOREIGN_KINDS: &[(&str, &str)] = &[
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("cert-manager.io/v1", "Certificate"),
+];
 
 /// Renders a kustomization directory with `kubectl kustomize`.
 pub fn render(dir: &Path) -> Result<Vec<Object>> {
@@ -73,7 +210,12 @@ pub fn render(dir: &Path) -> Result<Vec<Object>> {
 pub fn parse_documents(text: &str) -> Result<Vec<Object>> {
     let values: Vec<serde_json::Value> =
         serde_saphyr::from_multiple(text).context("parsing YAML documents")?;
-    values.into_iter().map(parse_object).collect()
+    // Helm leaves an empty document where a template renders nothing.
+    values
+        .into_iter()
+        .filter(|v| !v.is_null())
+        .map(parse_object)
+        .collect()
 }
 
 fn parse_object(value: serde_json::Value) -> Result<Object> {
@@ -380,6 +522,174 @@ pub fn images(objects: &[Object]) -> BTreeMap<String, String> {
         }
     }
     out
+}
+
+/// A workload's pod template: what kubelet would run.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    /// `<Kind>/<name>`.
+    pub name: String,
+    pub namespace: String,
+    pub pod_labels: BTreeMap<String, String>,
+    pub pod: PodSpec,
+}
+
+/// The DaemonSets' and Deployments' pod templates.
+pub fn workloads(objects: &[Object]) -> Vec<Workload> {
+    objects
+        .iter()
+        .filter_map(|o| {
+            let (kind, meta, template) = match o {
+                Object::DaemonSet(d) => ("DaemonSet", &d.metadata, &d.spec.as_ref()?.template),
+                Object::Deployment(d) => ("Deployment", &d.metadata, &d.spec.as_ref()?.template),
+                _ => return None,
+            };
+            Some(Workload {
+                name: format!("{kind}/{}", meta.name.as_deref().unwrap_or_default()),
+                namespace: meta.namespace.clone().unwrap_or_default(),
+                pod_labels: template
+                    .metadata
+                    .as_ref()
+                    .and_then(|m| m.labels.clone())
+                    .unwrap_or_default(),
+                pod: template.spec.clone()?,
+            })
+        })
+        .collect()
+}
+
+/// The workload running the container named `container`, and the container.
+pub fn container(objects: &[Object], container: &str) -> Result<(Workload, Container)> {
+    workloads(objects)
+        .into_iter()
+        .find_map(|w| {
+            let c = w
+                .pod
+                .containers
+                .iter()
+                .find(|c| c.name == container)?
+                .clone();
+            Some((w, c))
+        })
+        .with_context(|| format!("no workload runs a container named {container}"))
+}
+
+/// Whether gpupack runs its own kube-scheduler (the chart's
+/// `second-scheduler` mode) rather than serving the cluster's
+/// (`extender-only`).
+pub fn runs_own_kube_scheduler(objects: &[Object]) -> bool {
+    container(objects, "kube-scheduler").is_ok()
+}
+
+/// The `KubeSchedulerConfiguration` shipped in a ConfigMap's `config.yaml`:
+/// the gpupack scheduler's own, or in extender-only mode the entry for the
+/// cluster's scheduler.
+pub fn scheduler_config(objects: &[Object]) -> Result<SchedulerConfig> {
+    let texts: Vec<&String> = objects
+        .iter()
+        .filter_map(|o| match o {
+            Object::ConfigMap(cm) => cm.data.as_ref()?.get("config.yaml"),
+            _ => None,
+        })
+        .filter(|t| t.contains("kind: KubeSchedulerConfiguration"))
+        .collect();
+    match texts[..] {
+        [text] => SchedulerConfig::parse(text),
+        _ => bail!(
+            "expected one ConfigMap with a KubeSchedulerConfiguration in config.yaml, found {}",
+            texts.len()
+        ),
+    }
+}
+
+/// Where a file a container reads comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileSource {
+    ConfigMap { name: String, key: String },
+    Secret { name: String, key: String },
+    HostPath(String),
+}
+
+/// The volume behind `path` in `container`: the mount whose path is the
+/// longest prefix, and the ConfigMap or Secret key (honouring `items`).
+pub fn file_source(pod: &PodSpec, container: &Container, path: &Path) -> Result<FileSource> {
+    let mount = container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .filter(|m| path.starts_with(&m.mount_path))
+        .max_by_key(|m| m.mount_path.len())
+        .with_context(|| format!("{}: {} is on no volume", container.name, path.display()))?;
+    let relative = path
+        .strip_prefix(&mount.mount_path)
+        .context("mount prefix")?
+        .to_string_lossy()
+        .to_string();
+    let volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == mount.name)
+        .with_context(|| format!("{}: no volume {}", container.name, mount.name))?;
+    let key_for = |items: Option<&Vec<k8s_openapi::api::core::v1::KeyToPath>>| {
+        items.map_or(Some(relative.clone()), |items| {
+            items
+                .iter()
+                .find(|i| i.path == relative)
+                .map(|i| i.key.clone())
+        })
+    };
+    if let Some(cm) = &volume.config_map {
+        let key = key_for(cm.items.as_ref()).with_context(|| {
+            format!("ConfigMap volume {} has no item at {relative}", volume.name)
+        })?;
+        return Ok(FileSource::ConfigMap {
+            name: cm.name.clone(),
+            key,
+        });
+    }
+    if let Some(secret) = &volume.secret {
+        let key = key_for(secret.items.as_ref())
+            .with_context(|| format!("Secret volume {} has no item at {relative}", volume.name))?;
+        return Ok(FileSource::Secret {
+            name: secret.secret_name.clone().unwrap_or_default(),
+            key,
+        });
+    }
+    if let Some(host) = &volume.host_path {
+        return Ok(FileSource::HostPath(
+            Path::new(&host.path).join(&relative).display().to_string(),
+        ));
+    }
+    bail!(
+        "{}: volume {} is neither a ConfigMap, a Secret nor a host path",
+        container.name,
+        volume.name
+    )
+}
+
+/// The `data` value of a ConfigMap among the objects.
+pub fn config_map_data(objects: &[Object], name: &str, key: &str) -> Option<String> {
+    objects.iter().find_map(|o| match o {
+        Object::ConfigMap(cm) if cm.metadata.name.as_deref() == Some(name) => {
+            cm.data.as_ref()?.get(key).cloned()
+        }
+        _ => None,
+    })
+}
+
+/// The port number a container's named or numbered port resolves to.
+pub fn container_port(c: &Container, port: &IntOrString) -> Result<i32> {
+    match port {
+        IntOrString::Int(n) => Ok(*n),
+        IntOrString::String(name) => c
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some(name))
+            .map(|p| p.container_port)
+            .with_context(|| format!("{}: no port named {name}", c.name)),
+    }
 }
 
 #[cfg(test)]

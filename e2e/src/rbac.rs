@@ -4,7 +4,9 @@
 use std::collections::BTreeSet;
 
 use apiserver_standin::RequestRecord;
-use k8s_openapi::api::rbac::v1::PolicyRule;
+use k8s_openapi::api::rbac::v1::{PolicyRule, RoleRef, Subject};
+
+use crate::manifests::Object;
 
 /// One kind of API call: what an RBAC rule has to allow.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -67,6 +69,76 @@ pub fn allowed(rules: &[PolicyRule], call: &Call) -> bool {
         r.api_groups.iter().flatten().any(|g| *g == call.group)
             && r.resources.iter().flatten().any(|x| *x == resource)
             && r.verbs.contains(&call.verb)
+    })
+}
+
+/// A rule granted to a service account: cluster-wide through a
+/// ClusterRoleBinding, or in one namespace through a RoleBinding.
+#[derive(Clone, Debug)]
+pub struct Grant {
+    /// The namespace a RoleBinding limits the rule to.
+    pub namespace: Option<String>,
+    pub rule: PolicyRule,
+}
+
+/// What the manifests grant ServiceAccount `namespace/name`: the rules of
+/// every role among `objects` bound to it (built-in roles such as
+/// `system:kube-scheduler` are not among them).
+pub fn grants_of(objects: &[Object], namespace: &str, name: &str) -> Vec<Grant> {
+    let is_subject = |subjects: &Option<Vec<Subject>>| {
+        subjects.iter().flatten().any(|s| {
+            s.kind == "ServiceAccount"
+                && s.name == name
+                && s.namespace.as_deref() == Some(namespace)
+        })
+    };
+    let role_rules = |role_ref: &RoleRef, binding_namespace: Option<&str>| -> Vec<PolicyRule> {
+        objects
+            .iter()
+            .filter_map(|o| match o {
+                Object::ClusterRole(r)
+                    if role_ref.kind == "ClusterRole"
+                        && r.metadata.name.as_deref() == Some(&role_ref.name) =>
+                {
+                    r.rules.clone()
+                }
+                Object::Role(r)
+                    if role_ref.kind == "Role"
+                        && r.metadata.name.as_deref() == Some(&role_ref.name)
+                        && r.metadata.namespace.as_deref() == binding_namespace =>
+                {
+                    r.rules.clone()
+                }
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    };
+    let mut out = Vec::new();
+    for o in objects {
+        let (binding_namespace, role_ref) = match o {
+            Object::ClusterRoleBinding(b) if is_subject(&b.subjects) => (None, &b.role_ref),
+            Object::RoleBinding(b) if is_subject(&b.subjects) => {
+                (b.metadata.namespace.as_deref(), &b.role_ref)
+            }
+            _ => continue,
+        };
+        for rule in role_rules(role_ref, binding_namespace) {
+            out.push(Grant {
+                namespace: binding_namespace.map(String::from),
+                rule,
+            });
+        }
+    }
+    out
+}
+
+/// Whether the grants allow `call`; a namespaced grant only allows calls in
+/// its namespace.
+pub fn permitted(grants: &[Grant], call: &Call) -> bool {
+    grants.iter().any(|g| {
+        (g.namespace.is_none() || g.namespace == call.namespace)
+            && allowed(std::slice::from_ref(&g.rule), call)
     })
 }
 

@@ -1,6 +1,6 @@
 //! A scheduler driver that replays kube-scheduler's calling sequence for
-//! one profile with one extender, as configured in
-//! `daemonset/base/scheduler/kube-scheduler-config.yaml`:
+//! one profile with one extender, as configured in the scheduler ConfigMap of
+//! `daemonset/base/gpupack.yaml` (the chart's defaults):
 //!
 //! 1. Only pods whose `schedulerName` is the profile's are scheduled, one
 //!    scheduling cycle at a time, oldest first; a pod that failed waits out
@@ -42,11 +42,11 @@ use serde_json::json;
 use tokio::task::JoinHandle;
 
 use crate::extender_client::ExtenderClient;
-use crate::manifests::{Extender, SchedulerConfig};
+use crate::manifests::Extender;
 
-/// The scheduler configuration gpupack ships.
-pub const SCHEDULER_CONFIG: &str =
-    include_str!("../../daemonset/base/scheduler/kube-scheduler-config.yaml");
+/// The manifests gpupack ships with default values; its scheduler
+/// ConfigMap holds the configuration the driver follows.
+pub const SHIPPED_MANIFESTS: &str = include_str!("../../daemonset/base/gpupack.yaml");
 
 /// kube-scheduler's `MaxNodeScore / MaxExtenderPriority`.
 const EXTENDER_SCORE_SCALE: i64 = 10;
@@ -73,7 +73,9 @@ impl DriverOptions {
     /// The shipped configuration's first profile and extender, reached at
     /// `extender_url`, with backoffs shortened for tests.
     pub fn shipped(extender_url: &str) -> Result<DriverOptions> {
-        let config = SchedulerConfig::parse(SCHEDULER_CONFIG)?;
+        let objects = crate::manifests::parse_documents(SHIPPED_MANIFESTS)
+            .context("parsing daemonset/base/gpupack.yaml")?;
+        let config = crate::manifests::scheduler_config(&objects)?;
         config.validate()?;
         let extender = config
             .extenders

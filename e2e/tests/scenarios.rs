@@ -82,43 +82,45 @@ async fn assert_ledger_matches(cluster: &LocalCluster, i: usize) {
     }
 }
 
-/// Every API call of a component is allowed by its ClusterRole.
+/// Every API call of a component is allowed by what each way of installing
+/// gpupack (kustomize directories, chart renders) grants the service account
+/// its container runs as.
 fn assert_rbac_covers(cluster: &LocalCluster) {
-    let dir = e2e::manifests::daemonset_dir().join("base");
-    let objects = match e2e::manifests::render(&dir) {
-        Ok(o) => o,
-        Err(e) => panic!("rendering {}: {e:#}", dir.display()),
+    let renders = match e2e::manifests::all_renders() {
+        Ok(r) => r,
+        Err(e) => panic!("rendering the manifests: {e:#}"),
     };
-    let rules = e2e::manifests::rbac_rules(&objects);
     let records = cluster.api.requests().all();
-    for (user, role) in [
-        (identity::DEVICE_PLUGIN, "gpupack-device-plugin"),
-        (identity::SCHEDULER_EXT, "gpupack-scheduler-extender"),
+    for (user, container) in [
+        (identity::DEVICE_PLUGIN, "device-plugin"),
+        (identity::SCHEDULER_EXT, "extender"),
     ] {
-        let role_rules: Vec<_> = rules
-            .iter()
-            .filter(|(n, _)| n == role)
-            .map(|(_, r)| r.clone())
-            .collect();
-        assert!(
-            !role_rules.is_empty(),
-            "no ClusterRole {role} in {}",
-            dir.display()
-        );
         let calls = e2e::rbac::calls_of(&records, user);
         assert!(
             !calls.is_empty(),
             "{user} made no API calls; is it using its kubeconfig?"
         );
-        let denied: Vec<String> = calls
-            .iter()
-            .filter(|c| !e2e::rbac::allowed(&role_rules, c))
-            .map(|c| c.to_string())
-            .collect();
-        assert!(
-            denied.is_empty(),
-            "ClusterRole {role} does not allow what {user} did: {denied:#?}"
-        );
+        for render in &renders {
+            let source = &render.source;
+            let (workload, _) = e2e::manifests::container(&render.objects, container).unwrap();
+            let account = workload
+                .pod
+                .service_account_name
+                .clone()
+                .unwrap_or_default();
+            let grants = e2e::rbac::grants_of(&render.objects, &workload.namespace, &account);
+            let denied: Vec<String> = calls
+                .iter()
+                .filter(|c| !e2e::rbac::permitted(&grants, c))
+                .map(|c| c.to_string())
+                .collect();
+            assert!(
+                denied.is_empty(),
+                "{source}: ServiceAccount {account} of {} does not allow what {user} did: \
+                 {denied:#?}",
+                workload.name
+            );
+        }
     }
 }
 

@@ -1,8 +1,8 @@
 //! Prints the `GpuNodeInventory` CustomResourceDefinition as YAML, the source
-//! of `daemonset/base/crd/gpunodeinventories.yaml`:
+//! of `daemonset/helm/gpupack/files/gpunodeinventories.yaml`:
 //!
 //! ```sh
-//! cargo run -q -p proto --example print-crd > daemonset/base/crd/gpunodeinventories.yaml
+//! cargo run -q -p proto --example print-crd > daemonset/helm/gpupack/files/gpunodeinventories.yaml
 //! ```
 
 use kube::CustomResourceExt;

@@ -635,7 +635,7 @@ async fn binary_serves_and_writes_kubeconfig() {
         .arg("--crd-file")
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../daemonset/base/crd/gpunodeinventories.yaml"
+            "/../../daemonset/helm/gpupack/files/gpunodeinventories.yaml"
         ))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
