@@ -56,6 +56,64 @@ impl Default for ServingParams {
     }
 }
 
+/// The serving parameters a user writes as words (a pod's annotations, a
+/// workload file, command-line flags). Every front end reads them through
+/// [`ServingParams::with_text`], so each accepts the same words and names
+/// the field of a bad one in its own terms.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServingText<'a> {
+    pub dtype: Option<&'a str>,
+    pub quantization: Option<&'a str>,
+    pub kv_cache_dtype: Option<&'a str>,
+    pub engine: Option<&'a str>,
+}
+
+/// A field of [`ServingText`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServingField {
+    Dtype,
+    Quantization,
+    KvCacheDtype,
+    Engine,
+}
+
+/// A field of [`ServingText`] that does not read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{source}")]
+pub struct ServingTextError {
+    /// Which field; the front end names it (annotation, YAML key, flag).
+    pub field: ServingField,
+    #[source]
+    pub source: crate::error::ParseError,
+}
+
+impl ServingParams {
+    /// These parameters with the fields `text` sets read into them.
+    pub fn with_text(mut self, text: &ServingText<'_>) -> Result<ServingParams, ServingTextError> {
+        fn read<T: std::str::FromStr<Err = crate::error::ParseError>>(
+            field: ServingField,
+            v: Option<&str>,
+        ) -> Result<Option<T>, ServingTextError> {
+            v.map(|s| s.trim().parse::<T>())
+                .transpose()
+                .map_err(|source| ServingTextError { field, source })
+        }
+        if let Some(d) = read(ServingField::Dtype, text.dtype)? {
+            self.dtype = Some(d);
+        }
+        if let Some(q) = read(ServingField::Quantization, text.quantization)? {
+            self.quantization = Some(q);
+        }
+        if let Some(k) = read(ServingField::KvCacheDtype, text.kv_cache_dtype)? {
+            self.kv_cache_dtype = k;
+        }
+        if let Some(e) = read(ServingField::Engine, text.engine)? {
+            self.engine = e;
+        }
+        Ok(self)
+    }
+}
+
 /// Bytes one GPU (one tensor-parallel rank) needs, by term.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct PerGpu {
@@ -294,4 +352,33 @@ pub fn estimate_catalog_model(
     params: &ServingParams,
 ) -> Result<Estimate, EstimateError> {
     estimate(&catalog::lookup(model)?.spec(), params)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn serving_text_names_the_field_that_does_not_read() {
+        let base = ServingParams::default();
+        let ok = base
+            .clone()
+            .with_text(&ServingText {
+                dtype: Some("bf16"),
+                engine: Some("sglang"),
+                ..ServingText::default()
+            })
+            .unwrap();
+        assert_eq!(ok.dtype, Some(DType::Bfloat16));
+        assert_eq!(ok.engine, Engine::Sglang);
+        let e = base
+            .with_text(&ServingText {
+                kv_cache_dtype: Some("fp7"),
+                ..ServingText::default()
+            })
+            .unwrap_err();
+        assert_eq!(e.field, ServingField::KvCacheDtype);
+        assert!(e.to_string().contains("fp7"), "{e}");
+    }
 }

@@ -39,7 +39,10 @@ pub use catalog::{CATALOG, CatalogEntry, ModelSpec, lookup};
 pub use dtype::{DType, KvCacheDtype};
 pub use engine::Engine;
 pub use error::{EstimateError, ParseError};
-pub use estimate::{Estimate, Overhead, PerGpu, ServingParams, estimate, estimate_catalog_model};
+pub use estimate::{
+    Estimate, Overhead, PerGpu, ServingField, ServingParams, ServingText, ServingTextError,
+    estimate, estimate_catalog_model,
+};
 pub use gpu::{Fit, GPUS, Gpu, fit, lookup_gpu};
 pub use hf_config::parse_hf_config;
 pub use quant::{Quantization, QuantizedModules, WeightFormat};

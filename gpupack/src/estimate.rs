@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::ValueEnum;
 use estimator::{
-    Architecture, DType, Engine, Estimate, Fit, KvCacheDtype, ModelSpec, Moe, Quantization,
-    ServingParams, SlidingWindow, WeightFormat,
+    Architecture, DType, Estimate, Fit, ModelSpec, Moe, ServingField, ServingParams, ServingText,
+    SlidingWindow, WeightFormat,
 };
 use serde::Serialize;
 
@@ -246,20 +246,28 @@ fn model_spec(args: &Args) -> anyhow::Result<ModelSpec> {
 }
 
 fn params(args: &Args) -> anyhow::Result<ServingParams> {
-    Ok(ServingParams {
-        dtype: args.dtype.as_deref().map(str::parse::<DType>).transpose()?,
-        quantization: args
-            .quantization
-            .as_deref()
-            .map(str::parse::<Quantization>)
-            .transpose()?,
+    ServingParams {
         tensor_parallel_size: args.tensor_parallel_size,
         max_model_len: args.max_model_len,
         max_num_seqs: args.max_num_seqs,
         kv_cache_tokens: args.kv_cache_tokens,
-        kv_cache_dtype: args.kv_cache_dtype.parse::<KvCacheDtype>()?,
-        engine: args.engine.parse::<Engine>()?,
         max_num_batched_tokens: args.max_num_batched_tokens,
+        ..ServingParams::default()
+    }
+    .with_text(&ServingText {
+        dtype: args.dtype.as_deref(),
+        quantization: args.quantization.as_deref(),
+        kv_cache_dtype: Some(&args.kv_cache_dtype),
+        engine: Some(&args.engine),
+    })
+    .map_err(|e| {
+        let flag = match e.field {
+            ServingField::Dtype => "--dtype",
+            ServingField::Quantization => "--quantization",
+            ServingField::KvCacheDtype => "--kv-cache-dtype",
+            ServingField::Engine => "--engine",
+        };
+        anyhow::anyhow!("{flag}: {}", e.source)
     })
 }
 

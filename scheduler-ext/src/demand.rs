@@ -331,33 +331,29 @@ fn apply_model(needs: &mut PodNeeds, pod: &Pod, m: &ModelAnnotations) -> Result<
 }
 
 fn serving_params(m: &ModelAnnotations, tp: u32) -> Result<estimator::ServingParams, DemandError> {
+    use estimator::ServingField;
     use proto::annotations as ann;
-    fn parse<T: std::str::FromStr>(
-        annotation: &'static str,
-        v: &Option<String>,
-    ) -> Result<Option<T>, DemandError>
-    where
-        T::Err: std::fmt::Display,
-    {
-        v.as_deref()
-            .map(|s| {
-                s.parse::<T>().map_err(|e| DemandError::Annotation {
-                    annotation,
-                    problem: e.to_string(),
-                })
-            })
-            .transpose()
-    }
-    Ok(estimator::ServingParams {
-        dtype: parse(ann::DTYPE, &m.dtype)?,
-        quantization: parse(ann::QUANTIZATION, &m.quantization)?,
+    estimator::ServingParams {
         tensor_parallel_size: tp,
         max_model_len: m.max_model_len,
         max_num_seqs: m.max_num_seqs,
         kv_cache_tokens: m.kv_cache_tokens,
-        kv_cache_dtype: parse(ann::KV_CACHE_DTYPE, &m.kv_cache_dtype)?.unwrap_or_default(),
-        engine: parse(ann::ENGINE, &m.engine)?.unwrap_or_default(),
-        max_num_batched_tokens: None,
+        ..Default::default()
+    }
+    .with_text(&estimator::ServingText {
+        dtype: m.dtype.as_deref(),
+        quantization: m.quantization.as_deref(),
+        kv_cache_dtype: m.kv_cache_dtype.as_deref(),
+        engine: m.engine.as_deref(),
+    })
+    .map_err(|e| DemandError::Annotation {
+        annotation: match e.field {
+            ServingField::Dtype => ann::DTYPE,
+            ServingField::Quantization => ann::QUANTIZATION,
+            ServingField::KvCacheDtype => ann::KV_CACHE_DTYPE,
+            ServingField::Engine => ann::ENGINE,
+        },
+        problem: e.source.to_string(),
     })
 }
 

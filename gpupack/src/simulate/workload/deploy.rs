@@ -3,7 +3,7 @@
 //! the scheduler extender does, and a deployment that fits no node even on
 //! an empty fleet is marked unplaceable with the reason.
 
-use estimator::{DType, Engine, EstimateError, KvCacheDtype, Quantization, ServingParams};
+use estimator::{EstimateError, ServingField, ServingParams, ServingText};
 use placement::{
     ContainerDemand, GpuNeed, Ledger, LinkLevel, MemoryNeed, PodDemand, model_matches,
 };
@@ -105,19 +105,6 @@ pub fn build(file: &str, w: &WorkloadFile, fleet: &Fleet) -> Result<Vec<Deployme
     Ok(out)
 }
 
-fn parsed<T: std::str::FromStr>(
-    v: &Option<String>,
-    field: &str,
-    bad: &dyn Fn(&str, String) -> Invalid,
-) -> Result<Option<T>, Invalid>
-where
-    T::Err: std::fmt::Display,
-{
-    v.as_deref()
-        .map(|s| s.parse::<T>().map_err(|e| bad(field, e.to_string())))
-        .transpose()
-}
-
 /// The field an estimator error is about.
 fn field_of(e: &EstimateError) -> &'static str {
     match e {
@@ -160,17 +147,27 @@ fn size(
         ));
     }
     let params = ServingParams {
-        dtype: parsed::<DType>(&d.dtype, "dtype", bad)?,
-        quantization: parsed::<Quantization>(&d.quantization, "quantization", bad)?,
         tensor_parallel_size: tp,
         max_model_len: d.max_model_len,
         max_num_seqs: d.max_num_seqs,
         kv_cache_tokens: d.kv_cache_tokens,
-        kv_cache_dtype: parsed::<KvCacheDtype>(&d.kv_cache_dtype, "kvCacheDtype", bad)?
-            .unwrap_or_default(),
-        engine: parsed::<Engine>(&d.engine, "engine", bad)?.unwrap_or_default(),
-        max_num_batched_tokens: None,
-    };
+        ..ServingParams::default()
+    }
+    .with_text(&ServingText {
+        dtype: d.dtype.as_deref(),
+        quantization: d.quantization.as_deref(),
+        kv_cache_dtype: d.kv_cache_dtype.as_deref(),
+        engine: d.engine.as_deref(),
+    })
+    .map_err(|e| {
+        let field = match e.field {
+            ServingField::Dtype => "dtype",
+            ServingField::Quantization => "quantization",
+            ServingField::KvCacheDtype => "kvCacheDtype",
+            ServingField::Engine => "engine",
+        };
+        bad(field, e.source.to_string())
+    })?;
     let spec = entry.spec();
     let estimate =
         estimator::estimate(&spec, &params).map_err(|e| bad(field_of(&e), e.to_string()))?;
