@@ -277,7 +277,19 @@ impl Binder {
                 tracing::warn!(node = %args.node, error = %e, "unreadable reservations; expiry bounds what they held, overwriting");
                 Reservations::empty()
             });
-            reservations.prune(now, |u| u == uid || on_node.iter().any(|(k, _)| k.uid == u));
+            // Entries of pods bound, deleted or finished hold nothing.
+            let settled: std::collections::HashSet<String> = {
+                let s = self.state.read().unwrap_or_else(|e| e.into_inner());
+                reservations
+                    .pods
+                    .keys()
+                    .filter(|u| s.is_settled(u))
+                    .cloned()
+                    .collect()
+            };
+            reservations.prune(now, |u| {
+                u == uid || settled.contains(u) || on_node.iter().any(|(k, _)| k.uid == u)
+            });
             let alloc = plan_bind(
                 &inv.spec,
                 &on_node,
@@ -407,7 +419,11 @@ impl Binder {
             if r.pods.remove(uid).is_none() {
                 return;
             }
-            r.prune((self.clock)(), |_| false);
+            let settled: std::collections::HashSet<String> = {
+                let s = self.state.read().unwrap_or_else(|e| e.into_inner());
+                r.pods.keys().filter(|u| s.is_settled(u)).cloned().collect()
+            };
+            r.prune((self.clock)(), |u| settled.contains(u));
             let rv = inv.resource_version().unwrap_or_default();
             match write_reservations(&inventories, node, &rv, &r).await {
                 Err(kube::Error::Api(e)) if e.code == 409 => continue,

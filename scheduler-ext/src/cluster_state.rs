@@ -61,6 +61,10 @@ struct NodeEntry {
     annotated: Vec<PodKey>,
 }
 
+/// How long a settled pod's UID is remembered: far beyond any reservation
+/// lifetime, so that no annotation entry of it can hold GPUs again.
+const SETTLED_RETENTION_SECS: u64 = 3600;
+
 /// The cluster as the ledger sees it.
 pub struct ClusterState {
     ledger: Ledger,
@@ -71,6 +75,12 @@ pub struct ClusterState {
     bound: HashMap<PodKey, PodAssignment>,
     /// Bound pods by UID, to tell reservations of bound pods apart.
     bound_uids: HashMap<String, PodKey>,
+    /// Pods seen deleted, finished or bound without an assignment, by UID,
+    /// with the time they were: their reservations, still listed in a
+    /// node's annotation until they expire or are pruned, hold nothing.
+    settled: HashMap<String, u64>,
+    /// The latest time the state was told (seconds).
+    now: u64,
     /// Each node's state signature, for answering many nodes in the same
     /// state once per request.
     sigs: HashMap<String, Signature>,
@@ -204,6 +214,8 @@ impl ClusterState {
             invalid: HashMap::new(),
             bound: HashMap::new(),
             bound_uids: HashMap::new(),
+            settled: HashMap::new(),
+            now: 0,
             sigs: HashMap::new(),
             policy,
             typical,
@@ -241,6 +253,7 @@ impl ClusterState {
     /// Adds or replaces a node's inventory (and the reservations its
     /// annotation carries, live at `now`).
     pub fn apply_inventory(&mut self, obj: &GpuNodeInventory, now: u64) -> Vec<Problem> {
+        self.now = self.now.max(now);
         let mut problems = Vec::new();
         let name = obj.spec.node_name.clone();
         if let Err(e) = obj.validate() {
@@ -317,7 +330,7 @@ impl ClusterState {
             Ok(r) => {
                 let mut annotated = Vec::new();
                 for (uid, entry) in r.live(now) {
-                    if self.bound_uids.contains_key(uid) || entry.assignment.node != name {
+                    if self.is_settled(uid) || entry.assignment.node != name {
                         continue;
                     }
                     let key = PodKey::new(&entry.namespace, &entry.name, uid);
@@ -393,8 +406,11 @@ impl ClusterState {
             None => {
                 if self.bound.remove(&key).is_some() {
                     self.bound_uids.remove(&key.uid);
-                    self.release(&key);
                 }
+                // Bound without an assignment, or finished: whatever a
+                // reservation held for it is free.
+                self.release(&key);
+                self.settle(&key.uid);
                 Vec::new()
             }
             Some(a) => {
@@ -422,6 +438,17 @@ impl ClusterState {
         self.bound.remove(key);
         self.bound_uids.remove(&key.uid);
         self.release(key);
+        self.settle(&key.uid);
+    }
+
+    fn settle(&mut self, uid: &str) {
+        self.settled.insert(uid.to_string(), self.now);
+    }
+
+    /// Whether a reservation for this pod UID holds nothing: the pod is
+    /// bound (its assignment holds instead), or deleted or finished.
+    pub fn is_settled(&self, uid: &str) -> bool {
+        self.bound_uids.contains_key(uid) || self.settled.contains_key(uid)
     }
 
     /// Replaces every pod holding (after a re-list); pending reservations stay.
@@ -455,6 +482,10 @@ impl ClusterState {
 
     /// Releases reservations that lapsed by `now`.
     pub fn expire(&mut self, now: u64) -> usize {
+        self.now = self.now.max(now);
+        // Long after any reservation of theirs has expired.
+        self.settled
+            .retain(|_, at| now.saturating_sub(*at) < SETTLED_RETENTION_SECS);
         let due = self.ledger.expire(now);
         for (key, alloc) in &due {
             self.forget_holding(&alloc.node, key);
@@ -840,22 +871,31 @@ mod tests {
     #[test]
     fn annotated_reservations_hold_until_they_expire() {
         let mut s = state(&[("a", 1)]);
-        let a = bind(&mut s, "a", "x", 1, None);
-        s.remove_pod(&PodKey::new("ns", "x", "x"));
+        // An assignment of the node's GPU, from a pod since deleted.
+        let a = bind(&mut s, "a", "gone", 1, None);
+        s.remove_pod(&PodKey::new("ns", "gone", "gone"));
+        let entry = |name: &str| crate::reservations::Reservation {
+            namespace: "ns".into(),
+            name: name.into(),
+            expires_at: 100,
+            holder: "other".into(),
+            assignment: a.clone(),
+        };
+        let annotated = |r: &Reservations| {
+            let mut inv = inventory("a", 1);
+            inv.metadata.annotations =
+                Some([(crate::reservations::ANNOTATION.to_string(), r.to_json())].into());
+            inv
+        };
+        // The deleted pod's entry, still in the annotation, holds nothing.
         let mut r = Reservations::empty();
-        r.pods.insert(
-            "x".into(),
-            crate::reservations::Reservation {
-                namespace: "ns".into(),
-                name: "x".into(),
-                expires_at: 100,
-                holder: "other".into(),
-                assignment: a,
-            },
-        );
-        let mut inv = inventory("a", 1);
-        inv.metadata.annotations =
-            Some([(crate::reservations::ANNOTATION.to_string(), r.to_json())].into());
+        r.pods.insert("gone".into(), entry("gone"));
+        s.apply_inventory(&annotated(&r), 40);
+        assert_eq!(s.filter(&needs(1, None), &["a"]).feasible, ["a"]);
+        // Another replica's bind in flight holds until it expires.
+        let mut r = Reservations::empty();
+        r.pods.insert("x".into(), entry("x"));
+        let inv = annotated(&r);
         s.apply_inventory(&inv, 50);
         assert!(s.filter(&needs(1, None), &["a"]).feasible.is_empty());
         s.expire(100);

@@ -212,6 +212,45 @@ async fn deleting_a_pod_releases_its_gpus() {
         fits(&ext, &next, "gpu-1").await
     })
     .await;
+    // The node's reservations annotation still lists the deleted pod until
+    // its entry expires. The device plugin re-publishing the inventory must
+    // not bring that entry back into the ledger.
+    let inventories: Api<GpuNodeInventory> = Api::all(client.clone());
+    let reserved = |inv: &GpuNodeInventory| {
+        inv.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(scheduler_ext::reservations::ANNOTATION))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let big_uid = big.metadata.uid.clone().unwrap();
+    assert!(
+        reserved(&inventories.get("gpu-1").await.unwrap()).contains(&big_uid),
+        "the bind leaves its reservation to expire"
+    );
+    inventories
+        .patch(
+            "gpu-1",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(
+                serde_json::json!({"metadata": {"labels": {"republished": "1"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        fits(&ext, &next, "gpu-1").await,
+        "a deleted pod's reservation held its GPUs again"
+    );
+    // The next write of the annotation drops the deleted pod's entry.
+    assert_eq!(
+        post_json(&ext, "/bind", &bind_args(&next, "gpu-1")).await["Error"],
+        ""
+    );
+    let after = reserved(&inventories.get("gpu-1").await.unwrap());
+    assert!(!after.contains(&big_uid), "stale entry kept: {after}");
     ext.shutdown().await;
 }
 
