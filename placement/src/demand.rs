@@ -83,8 +83,14 @@ pub enum GpuNeed {
         memory: MemoryNeed,
         max_link: Option<LinkLevel>,
     },
-    /// One free MIG instance of this profile.
-    Mig { profile: String },
+    /// One free MIG instance of this profile with at least `min_memory`
+    /// bytes (0: any): an LLM server sized by its model must fit the
+    /// instance's real memory, which is below the profile name's figure.
+    Mig {
+        profile: String,
+        #[serde(default)]
+        min_memory: u64,
+    },
 }
 
 /// What one container of a pod needs; containers without GPU needs can be

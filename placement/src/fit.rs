@@ -105,6 +105,11 @@ pub enum Shortfall {
     Mig {
         container: String,
         profile: String,
+        /// Bytes the container needs from the instance (0: any).
+        min_memory: u64,
+        /// Memory of this profile's instances here when they are all too
+        /// small for `min_memory`.
+        too_small: Option<u64>,
     },
 }
 
@@ -174,7 +179,22 @@ impl fmt::Display for Shortfall {
                     "container {container} needs {what}{link}; largest free: {available}"
                 )
             }
-            Shortfall::Mig { container, profile } => {
+            Shortfall::Mig {
+                container,
+                profile,
+                min_memory,
+                too_small: Some(has),
+            } => {
+                write!(
+                    f,
+                    "container {container} needs {} on a MIG {profile} instance; those here have {}",
+                    gib(*min_memory),
+                    gib(*has)
+                )
+            }
+            Shortfall::Mig {
+                container, profile, ..
+            } => {
                 write!(
                     f,
                     "container {container} needs a free MIG {profile} instance; none free"
@@ -415,18 +435,32 @@ pub(crate) fn plan(
                 debug_assert!(w.plan.takes.len() - start == count);
                 w.plan.ends.push(w.plan.takes.len());
             }
-            GpuNeed::Mig { profile } => {
+            GpuNeed::Mig {
+                profile,
+                min_memory,
+            } => {
                 // Pack MIG work: the GPU with the fewest free instances first.
                 let mut best: Option<(usize, usize, usize)> = None;
+                // A free instance of the profile, but smaller than needed.
+                let mut too_small: Option<u64> = None;
                 for (p, g) in node.gpus.iter().enumerate() {
                     if !g.healthy || g.mig.is_empty() || !prep.allows(g.model) {
                         continue;
                     }
                     let free_count = w.mig_taken[p].iter().filter(|t| !**t).count();
-                    if let Some(m) =
-                        g.mig.iter().enumerate().position(|(i, m)| {
-                            m.healthy && !w.mig_taken[p][i] && &m.profile == profile
-                        })
+                    let mut fitting = None;
+                    for (i, m) in g.mig.iter().enumerate() {
+                        if !m.healthy || w.mig_taken[p][i] || &m.profile != profile {
+                            continue;
+                        }
+                        if m.memory < *min_memory {
+                            too_small = Some(too_small.map_or(m.memory, |t| t.max(m.memory)));
+                            continue;
+                        }
+                        fitting = Some(i);
+                        break;
+                    }
+                    if let Some(m) = fitting
                         && best.is_none_or(|(_, _, f)| free_count < f)
                     {
                         best = Some((p, m, free_count));
@@ -447,6 +481,8 @@ pub(crate) fn plan(
                         return Err(Shortfall::Mig {
                             container: c.name.clone(),
                             profile: profile.clone(),
+                            min_memory: *min_memory,
+                            too_small,
                         });
                     }
                 }

@@ -243,6 +243,7 @@ fn mig_instances_are_granted_by_profile() {
             name: "c".into(),
             gpu: GpuNeed::Mig {
                 profile: "3g.40gb".into(),
+                min_memory: 0,
             },
         }],
         ..Default::default()

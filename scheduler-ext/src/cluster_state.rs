@@ -869,6 +869,40 @@ mod tests {
     }
 
     #[test]
+    fn a_model_on_mig_is_checked_against_the_instances_memory() {
+        let mut s = ClusterState::new(Policy::Gpupack);
+        let mut inv = inventory("mig", 1);
+        inv.spec.gpus[0].mig_enabled = true;
+        // 1g.10gb on an 80 GB A100 has 9.5 GiB, below the name's figure.
+        inv.spec.gpus[0].mig_instances = vec![proto::inventory::MigInstance {
+            uuid: "MIG-0000-1111".into(),
+            profile: "1g.10gb".into(),
+            memory_bytes: 9728 << 20,
+            gpu_instance_id: 1,
+            compute_instance_id: 0,
+            health: proto::inventory::Health::Healthy,
+        }];
+        assert!(s.apply_inventory(&inv, 0).is_empty());
+        let small = PodNeeds::from_pod(&crate::demand::tests::mig_server(
+            "Qwen/Qwen2.5-0.5B",
+            serde_json::json!({}),
+        ))
+        .unwrap();
+        assert_eq!(s.filter(&small, &["mig"]).feasible, ["mig"]);
+        let large = PodNeeds::from_pod(&crate::demand::tests::mig_server(
+            "meta-llama/Llama-3.1-8B-Instruct",
+            serde_json::json!({}),
+        ))
+        .unwrap();
+        let out = s.filter(&large, &["mig"]);
+        let why = &out.unresolvable["mig"];
+        assert!(
+            why.contains("on a MIG 1g.10gb instance; those here have 9.5 GiB"),
+            "{out:?}"
+        );
+    }
+
+    #[test]
     fn annotated_reservations_hold_until_they_expire() {
         let mut s = state(&[("a", 1)]);
         // An assignment of the node's GPU, from a pod since deleted.

@@ -74,6 +74,9 @@ pub struct ContainerNeeds {
     pub memory: MemoryPerGpu,
     /// MIG profiles in resource-name form (`1g.10gb`, `1g.10gb.me`), one per instance.
     pub mig: Vec<String>,
+    /// Bytes each MIG instance must have (0: any): the estimate of a model
+    /// server that runs on one.
+    pub mig_min_bytes: u64,
 }
 
 /// A pod's GPU needs, independent of any node.
@@ -139,6 +142,7 @@ impl PodNeeds {
                     name: c.name.clone(),
                     gpu: GpuNeed::Mig {
                         profile: profile.clone(),
+                        min_memory: c.mig_min_bytes,
                     },
                 });
             }
@@ -233,6 +237,7 @@ fn container_needs(c: &Container) -> Result<Option<ContainerNeeds>, DemandError>
         gpus: count,
         memory,
         mig,
+        mig_min_bytes: 0,
     }))
 }
 
@@ -280,6 +285,37 @@ fn apply_model(needs: &mut PodNeeds, pod: &Pod, m: &ModelAnnotations) -> Result<
         }
     };
     let existing = needs.containers.iter().position(|c| c.name == target);
+    // A server on a MIG instance: it gets that instance only, which must
+    // hold the estimate (checked per node against the instance's memory).
+    if let Some(i) =
+        existing.filter(|&i| needs.containers[i].gpus == 0 && !needs.containers[i].mig.is_empty())
+    {
+        let instances = needs.containers[i].mig.len();
+        if instances > 1 {
+            return Err(DemandError::Annotation {
+                annotation: ann::MODEL,
+                problem: format!(
+                    "container {target} asks for {instances} MIG instances; a model server runs on one"
+                ),
+            });
+        }
+        if let Some(tp) = m.tensor_parallel_size.filter(|tp| *tp != 1) {
+            return Err(DemandError::Annotation {
+                annotation: ann::TENSOR_PARALLEL_SIZE,
+                problem: format!(
+                    "is {tp} but container {target} runs on one MIG instance, which serves one rank"
+                ),
+            });
+        }
+        let estimate = estimator::estimate_catalog_model(&m.model, &serving_params(m, 1)?)
+            .map_err(|e| DemandError::Estimate {
+                model: m.model.clone(),
+                problem: e.to_string(),
+            })?;
+        needs.containers[i].mig_min_bytes = estimate.total_bytes();
+        needs.model = Some(m.model.clone());
+        return Ok(());
+    }
     let requested_gpus = existing
         .map(|i| needs.containers[i].gpus)
         .filter(|g| *g > 0);
@@ -324,6 +360,7 @@ fn apply_model(needs: &mut PodNeeds, pod: &Pod, m: &ModelAnnotations) -> Result<
             gpus: tp,
             memory,
             mig: Vec::new(),
+            mig_min_bytes: 0,
         }),
     }
     needs.model = Some(m.model.clone());
@@ -358,7 +395,7 @@ fn serving_params(m: &ModelAnnotations, tp: u32) -> Result<estimator::ServingPar
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::json;
 
@@ -440,7 +477,8 @@ mod tests {
         assert_eq!(d.containers.len(), 2);
         assert!(d.containers.iter().all(|c| c.gpu
             == GpuNeed::Mig {
-                profile: "1g.10gb".into()
+                profile: "1g.10gb".into(),
+                min_memory: 0,
             }));
     }
 
@@ -480,6 +518,42 @@ mod tests {
         assert_eq!(count, 2);
         assert_eq!(rounded % (1 << 30), 0);
         assert!(rounded >= b && rounded - b < 1 << 30);
+    }
+
+    /// A model server on a MIG instance: the instance only, sized by the
+    /// model (checked against each node's instances), never an extra GPU.
+    pub(crate) fn mig_server(model: &str, extra: serde_json::Value) -> Pod {
+        let mut a = json!({"gpupack.io/model": model, "gpupack.io/max-model-len": "4096"});
+        a.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        pod(
+            json!([{"name": "vllm", "resources": {"limits": {"gpupack.io/mig-1g.10gb": "1"}}}]),
+            a,
+        )
+    }
+
+    #[test]
+    fn a_model_on_a_mig_instance_needs_that_instance_only() {
+        let n = PodNeeds::from_pod(&mig_server("Qwen/Qwen2.5-0.5B", json!({}))).unwrap();
+        let d = n.demand(1 << 30);
+        assert_eq!(d.containers.len(), 1, "{d:?}");
+        match &d.containers[0].gpu {
+            GpuNeed::Mig {
+                profile,
+                min_memory,
+            } => {
+                assert_eq!(profile, "1g.10gb");
+                assert!(*min_memory > 0 && *min_memory < 10 << 30, "{min_memory}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let e = PodNeeds::from_pod(&mig_server(
+            "Qwen/Qwen2.5-0.5B",
+            json!({"gpupack.io/tensor-parallel-size": "2"}),
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("one MIG instance"), "{e}");
     }
 
     #[test]

@@ -304,7 +304,10 @@ fn size(
             models.sort();
             models.dedup();
             dep.demand.allowed_models = models;
-            GpuNeed::Mig { profile }
+            GpuNeed::Mig {
+                profile,
+                min_memory: estimate_bytes,
+            }
         }
     };
     if dep.demand.allowed_models.is_empty() {
@@ -436,11 +439,14 @@ deployments:
              \x20 - { name: big, model: Llama-3.1-8B, maxModelLen: 8192, maxNumSeqs: 16, migProfile: 1g.10gb, replicas: 1 }\n",
         )
         .unwrap();
-        assert_eq!(
-            d[0].demand.containers[0].gpu,
-            GpuNeed::Mig {
-                profile: "1g.10gb".into()
-            }
+        assert!(
+            matches!(
+                &d[0].demand.containers[0].gpu,
+                GpuNeed::Mig { profile, min_memory }
+                    if profile == "1g.10gb" && *min_memory == d[0].estimate_bytes
+            ),
+            "{:?}",
+            d[0].demand
         );
         assert_eq!(d[0].request_bytes, 10 * GIB);
         assert!(d[0].unplaceable.is_none());

@@ -265,7 +265,7 @@ pub fn stranded(
                     host_fits(d)
                         && accepts(d, &g.product)
                         && d.demand.containers.iter().any(
-                            |c| matches!(&c.gpu, GpuNeed::Mig { profile } if *profile == m.profile),
+                            |c| matches!(&c.gpu, GpuNeed::Mig { profile, .. } if *profile == m.profile),
                         )
                 });
                 if !wanted {
