@@ -169,6 +169,7 @@ async fn allocate_latency(pods: usize) {
                     requests: vec![(Resource::Gpu, 1)],
                 }],
                 terminated: false,
+                admitted: false,
             });
         }
     });

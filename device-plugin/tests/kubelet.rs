@@ -277,6 +277,7 @@ async fn pods_without_assignment_get_kubelets_choice_on_nvlink() {
                 requests: vec![(Resource::Gpu, 4), (Resource::GpuMemory, 40)],
             }],
             terminated: false,
+            admitted: false,
         })
     });
     let pod = Pod::new("u-1", "default", "tp4").container(

@@ -68,6 +68,15 @@ impl LocalOptions {
     }
 }
 
+/// How a component is stopped before a restart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// SIGKILL: a crash, an OOM kill.
+    Kill,
+    /// SIGTERM: a rolling update, a drain.
+    Terminate,
+}
+
 /// A running local cluster. Field order is drop order: drivers, then the
 /// extenders, the nodes, the API server, and last the directory.
 pub struct LocalCluster {
@@ -332,10 +341,18 @@ impl LocalCluster {
         self.wait_extender_ready(i, Duration::from_secs(30)).await
     }
 
-    /// Kills the device plugin of node `i` and starts it again.
+    /// Kills the device plugin of node `i` (SIGKILL) and starts it again.
     pub async fn restart_device_plugin(&mut self, i: usize) -> Result<()> {
+        self.restart_device_plugin_with(i, Stop::Kill).await
+    }
+
+    /// Stops the device plugin of node `i` as `stop` says and starts it again.
+    pub async fn restart_device_plugin_with(&mut self, i: usize, stop: Stop) -> Result<()> {
         let node = &mut self.nodes[i];
-        node.plugin.kill().await;
+        match stop {
+            Stop::Kill => node.plugin.kill().await,
+            Stop::Terminate => node.plugin.terminate().await,
+        }
         let log = node.plugin.log_path().with_extension("restarted.log");
         node.plugin = Process::spawn(
             &self.programs,

@@ -185,9 +185,12 @@ async fn admit_one(node: &str, kubelet: &Kubelet, client: &kube::Client, pod: &P
     let status = match kubelet_standin::Pod::from_k8s(pod) {
         Err(e) => failed(&e.to_string()),
         Ok(p) => match kubelet.admit(&p).await {
+            // As kubelet reports an admitted pod: phase and one status per
+            // container (the device plugin reads these after a restart).
             Ok(_) => json!({"status": {
                 "phase": "Running",
                 "conditions": [{"type": "Ready", "status": "True"}],
+                "containerStatuses": container_statuses(pod),
             }}),
             Err(e) => failed(&e.to_string()),
         },
@@ -207,6 +210,29 @@ async fn admit_one(node: &str, kubelet: &Kubelet, client: &kube::Client, pod: &P
             }
         }
     }
+}
+
+/// A running status for every app container of `pod`, in kubelet's shape.
+fn container_statuses(pod: &Pod) -> serde_json::Value {
+    let started =
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
+    let statuses: Vec<serde_json::Value> = pod
+        .spec
+        .iter()
+        .flat_map(|s| &s.containers)
+        .map(|c| {
+            json!({
+                "name": c.name,
+                "ready": true,
+                "started": true,
+                "restartCount": 0,
+                "image": c.image.clone().unwrap_or_default(),
+                "imageID": "",
+                "state": {"running": {"startedAt": started}},
+            })
+        })
+        .collect();
+    serde_json::Value::Array(statuses)
 }
 
 /// kubelet rejects a pod whose devices cannot be allocated with this reason.

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use e2e::local::{LocalCluster, LocalOptions, identity};
+use e2e::local::{LocalCluster, LocalOptions, Stop, identity};
 use e2e::process::Programs;
 use e2e::spec::{self, NodeSpec, PodBuilder};
 use e2e::view::ClusterView;
@@ -218,6 +218,71 @@ async fn kubelet_restart_during_admission_double_allocates_nothing() {
             "pods after the restart running",
             Duration::from_secs(60),
             running(&names(&after)),
+        )
+        .await
+        .unwrap();
+    assert_clean(&view);
+}
+
+/// 2b. The device plugin is killed (a crash) or stopped (a rolling update)
+/// and started again while pods run on its GPUs, and new pods arrive within
+/// a second of the restart: the restarted plugin knows which devices the
+/// running pods hold, and no container receives another pod's GPUs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_plugin_restart_hands_no_running_pods_gpus_to_new_pods() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let mut cluster = start(vec![NodeSpec::new("h100-a", spec::H100_NVSWITCH)], 1).await;
+    // Running servers on four GPUs, with more memory than the newcomers.
+    let running_pods: Vec<PodBuilder> = (0..4)
+        .map(|i| PodBuilder::explicit(&format!("server-{i}"), 1, 51))
+        .collect();
+    cluster.submit(&running_pods).await.unwrap();
+    let mut all = names(&running_pods);
+    cluster
+        .wait_for("servers running", Duration::from_secs(60), running(&all))
+        .await
+        .unwrap();
+    for (round, stop) in [Stop::Kill, Stop::Terminate].into_iter().enumerate() {
+        cluster.restart_device_plugin_with(0, stop).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let newcomers: Vec<PodBuilder> = (0..3)
+            .map(|i| PodBuilder::explicit(&format!("new-{round}-{i}"), 1, 10))
+            .collect();
+        cluster.submit(&newcomers).await.unwrap();
+        all.extend(names(&newcomers));
+        let view = cluster
+            .wait_for(
+                &format!("newcomers after a {stop:?} running"),
+                Duration::from_secs(90),
+                running(&all),
+            )
+            .await
+            .unwrap();
+        assert_clean(&view);
+    }
+    // A rolling update under a wave: pods arriving while the plugin stops
+    // and starts again. Those kubelet admits while the plugin is away fail
+    // as on kubelet (UnexpectedAdmissionError, no devices); none may get
+    // another pod's GPUs.
+    let wave: Vec<PodBuilder> = (0..6)
+        .map(|i| PodBuilder::explicit(&format!("wave-{i}"), 1, 8))
+        .collect();
+    cluster.submit(&wave).await.unwrap();
+    cluster
+        .restart_device_plugin_with(0, Stop::Terminate)
+        .await
+        .unwrap();
+    let wave_names = names(&wave);
+    let view = cluster
+        .wait_for(
+            "the wave admitted or rejected after a rolling update",
+            Duration::from_secs(90),
+            |v| {
+                wave_names
+                    .iter()
+                    .all(|n| matches!(v.phase(n).as_deref(), Some("Running" | "Failed")))
+                    && all.iter().all(|n| v.phase(n).as_deref() == Some("Running"))
+            },
         )
         .await
         .unwrap();

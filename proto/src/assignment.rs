@@ -113,6 +113,27 @@ impl ContainerAssignment {
         }
         held(self) == held(other)
     }
+
+    /// Whether the device plugin could mistake one container for the other
+    /// while both wait for kubelet: not interchangeable, yet asking for the
+    /// same number of GPUs, the same total memory or the same MIG profiles
+    /// (kubelet's calls carry only amounts and device IDs). The extender
+    /// never binds such a pod while the other is unadmitted on the node,
+    /// and the device plugin refuses devices that match both.
+    pub fn confusable_with(&self, other: &ContainerAssignment) -> bool {
+        fn amounts(c: &ContainerAssignment) -> (usize, u64, Vec<&str>) {
+            let memory: u64 = c.gpus.iter().map(|g| g.memory_bytes).sum();
+            let mut profiles: Vec<&str> = c.mig.iter().map(|m| m.profile.as_str()).collect();
+            profiles.sort_unstable();
+            (c.gpus.len(), memory, profiles)
+        }
+        if self.interchangeable_with(other) {
+            return false;
+        }
+        let (ga, ma, pa) = amounts(self);
+        let (gb, mb, pb) = amounts(other);
+        (ga > 0 && ga == gb) || (ma > 0 && ma == mb) || (!pa.is_empty() && pa == pb)
+    }
 }
 
 impl PodAssignment {

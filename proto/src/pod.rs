@@ -16,6 +16,20 @@ pub fn is_finished(pod: &Pod) -> bool {
     )
 }
 
+/// Whether kubelet has admitted the pod: it reports container statuses (or
+/// a running phase) only after admission, and it allocates every
+/// container's devices at admission. Such a pod's device requests are never
+/// pending, even to a device plugin that has just started.
+pub fn is_admitted(pod: &Pod) -> bool {
+    pod.status.as_ref().is_some_and(|s| {
+        matches!(s.phase.as_deref(), Some("Running"))
+            || s.container_statuses.as_ref().is_some_and(|c| !c.is_empty())
+            || s.init_container_statuses
+                .as_ref()
+                .is_some_and(|c| !c.is_empty())
+    })
+}
+
 /// The Binding that places a pod on `node`, as kube-scheduler posts it to
 /// `pods/<name>/binding`. The UID is a precondition (a re-created pod of the
 /// same name is refused); the assignment, when given, is written into the

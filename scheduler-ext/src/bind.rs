@@ -501,25 +501,10 @@ pub fn confusable_with<'a>(
     ours: &PodAssignment,
     pending: impl IntoIterator<Item = (String, &'a PodAssignment)>,
 ) -> Option<String> {
-    fn amounts(c: &proto::assignment::ContainerAssignment) -> (usize, u64, Vec<&str>) {
-        let memory: u64 = c.gpus.iter().map(|g| g.memory_bytes).sum();
-        let mut profiles: Vec<&str> = c.mig.iter().map(|m| m.profile.as_str()).collect();
-        profiles.sort_unstable();
-        (c.gpus.len(), memory, profiles)
-    }
-    let clash = |a: &proto::assignment::ContainerAssignment,
-                 b: &proto::assignment::ContainerAssignment| {
-        if a.interchangeable_with(b) {
-            return false;
-        }
-        let (ga, ma, pa) = amounts(a);
-        let (gb, mb, pb) = amounts(b);
-        (ga > 0 && ga == gb) || (ma > 0 && ma == mb) || (!pa.is_empty() && pa == pb)
-    };
     pending.into_iter().find_map(|(who, other)| {
         ours.containers
             .iter()
-            .any(|c| other.containers.iter().any(|o| clash(c, o)))
+            .any(|c| other.containers.iter().any(|o| c.confusable_with(o)))
             .then_some(who)
     })
 }

@@ -80,6 +80,7 @@ pub fn record_from_pod(pod: &Pod, node: &str, order: u64) -> Option<PodRecord> {
         assignment,
         containers,
         terminated: proto::pod::is_finished(pod),
+        admitted: proto::pod::is_admitted(pod),
     })
 }
 

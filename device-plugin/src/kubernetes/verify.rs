@@ -115,11 +115,7 @@ pub async fn run(v: Verifier, shutdown: CancellationToken) {
                 let pods = recorded(&resp);
                 let mismatches = {
                     let mut h = handoff.lock();
-                    for p in &pods {
-                        for (container, resource, ids) in &p.devices {
-                            h.observe(&p.namespace, &p.name, container, resource, ids);
-                        }
-                    }
+                    h.observe_report(&pods);
                     h.verify(&pods)
                 };
                 handoff.changed.notify_waiters();
@@ -131,6 +127,8 @@ pub async fn run(v: Verifier, shutdown: CancellationToken) {
             }
             Err(e) if !failing => {
                 failing = true;
+                handoff.lock().report_unavailable();
+                handoff.changed.notify_waiters();
                 tracing::warn!(socket = %socket.display(), error = %e, "PodResources unavailable; allocations cannot be verified for now");
             }
             Err(_) => {}

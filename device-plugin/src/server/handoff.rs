@@ -68,6 +68,10 @@ pub struct PodRecord {
     pub containers: Vec<ContainerRequests>,
     /// Whether the pod has finished (its devices are free again).
     pub terminated: bool,
+    /// Whether kubelet has admitted the pod (its status shows it): kubelet
+    /// allocates every container's devices at admission, so none of its
+    /// requests is pending, whatever this process has seen allocated.
+    pub admitted: bool,
 }
 
 /// A pod's assignment annotation.
@@ -267,9 +271,13 @@ pub enum AllocateOutcome {
         key: ContainerKey,
         /// What the container gets.
         plan: Plan,
-        /// Other candidates matched too that are not interchangeable with
-        /// this one (should not happen; counted and logged).
-        ambiguous: bool,
+    },
+    /// The devices match the assignments of several pods that differ, and
+    /// waiting did not tell them apart: refused rather than guessed, since
+    /// a guess could hand one pod another's GPUs.
+    Ambiguous {
+        /// Why, for kubelet's event.
+        reason: String,
     },
     /// Matched a pod without an assignment; answered from kubelet's devices.
     Unassigned {
@@ -317,10 +325,29 @@ struct PodState {
     allocated: HashMap<(String, String), Vec<String>>,
 }
 
+impl PodState {
+    /// Whether this container already holds its devices of `resource`:
+    /// seen allocated, or the pod is past admission.
+    fn holds(&self, container: &str, resource: &str) -> bool {
+        self.record.admitted
+            || self
+                .allocated
+                .contains_key(&(container.to_string(), resource.to_string()))
+    }
+}
+
+/// (container, resource name, device IDs) as PodResources reports them.
+type HeldDevices = (String, String, Vec<String>);
+
 /// The handoff state: the pod cache and what has been allocated.
 #[derive(Debug, Clone)]
 pub struct Handoff {
     pods: HashMap<String, PodState>,
+    /// kubelet's latest PodResources report, by (namespace, name): applied
+    /// to a pod when the cache learns of it, whichever comes first.
+    recorded: HashMap<(String, String), Vec<HeldDevices>>,
+    /// Whether `recorded` has been filled once.
+    reported: bool,
     last: Option<ContainerKey>,
     unit_bytes: u64,
 }
@@ -338,6 +365,8 @@ impl Handoff {
     pub fn new(unit_bytes: u64) -> Handoff {
         Handoff {
             pods: HashMap::new(),
+            recorded: HashMap::new(),
+            reported: false,
             last: None,
             unit_bytes,
         }
@@ -357,13 +386,13 @@ impl Handoff {
                 state.record.order = order;
             }
             None => {
-                self.pods.insert(
-                    record.uid.clone(),
-                    PodState {
-                        record,
-                        allocated: HashMap::new(),
-                    },
-                );
+                let mut allocated = HashMap::new();
+                let name = (record.namespace.clone(), record.name.clone());
+                for (container, resource, ids) in self.recorded.get(&name).into_iter().flatten() {
+                    allocated.insert((container.clone(), resource.clone()), ids.clone());
+                }
+                self.pods
+                    .insert(record.uid.clone(), PodState { record, allocated });
             }
         }
     }
@@ -436,11 +465,39 @@ impl Handoff {
         }
     }
 
+    /// Takes one whole PodResources report: what every pod's containers
+    /// hold. Pods not in the cache yet (after a restart the report can
+    /// come first) get theirs when the cache learns of them.
+    pub fn observe_report(&mut self, pods: &[RecordedPod]) {
+        self.recorded = pods
+            .iter()
+            .map(|p| ((p.namespace.clone(), p.name.clone()), p.devices.clone()))
+            .collect();
+        for p in pods {
+            for (container, resource, ids) in &p.devices {
+                self.observe(&p.namespace, &p.name, container, resource, ids);
+            }
+        }
+        self.reported = true;
+    }
+
+    /// PodResources cannot be read: nothing more is to be learnt from it,
+    /// so calls stop waiting for a report (pod statuses still tell which
+    /// pods kubelet has admitted).
+    pub fn report_unavailable(&mut self) {
+        self.reported = true;
+    }
+
+    /// Whether a PodResources report has been taken since this process
+    /// started: before it, running pods may look pending.
+    pub fn has_report(&self) -> bool {
+        self.reported
+    }
+
     /// Whether this container's request for `resource` is still pending.
     pub fn is_pending(&self, key: &ContainerKey, resource: &Resource) -> bool {
         self.pods.get(&key.uid).is_some_and(|p| {
-            !p.allocated
-                .contains_key(&(key.container.clone(), resource.name()))
+            !p.holds(&key.container, &resource.name())
                 && p.record
                     .containers
                     .iter()
@@ -455,10 +512,10 @@ impl Handoff {
     pub fn has_pending(&self, resource: &Resource, size: u32) -> bool {
         let rname = resource.name();
         self.pods.values().any(|p| {
-            p.record.containers.iter().any(|c| {
-                c.amount(resource) == Some(size)
-                    && !p.allocated.contains_key(&(c.name.clone(), rname.clone()))
-            })
+            p.record
+                .containers
+                .iter()
+                .any(|c| c.amount(resource) == Some(size) && !p.holds(&c.name, &rname))
         })
     }
 
@@ -491,9 +548,7 @@ impl Handoff {
         let rname = resource.name();
         for p in self.pods.values() {
             for (pos, c) in p.record.containers.iter().enumerate() {
-                if c.amount(resource) != Some(size)
-                    || p.allocated.contains_key(&(c.name.clone(), rname.clone()))
-                {
+                if c.amount(resource) != Some(size) || p.holds(&c.name, &rname) {
                     continue;
                 }
                 match &p.record.assignment {
@@ -554,9 +609,7 @@ impl Handoff {
                 continue;
             }
             for (pos, c) in p.record.containers.iter().enumerate() {
-                if c.amount(resource) != Some(size)
-                    || p.allocated.contains_key(&(c.name.clone(), rname.clone()))
-                {
+                if c.amount(resource) != Some(size) || p.holds(&c.name, &rname) {
                     continue;
                 }
                 let cand = (
@@ -583,6 +636,11 @@ impl Handoff {
         ids: &[String],
         last_try: bool,
     ) -> AllocateOutcome {
+        // Until kubelet's PodResources report is in, a running pod's
+        // request can look pending (right after a restart of this process).
+        if !self.reported && !last_try {
+            return AllocateOutcome::Retry;
+        }
         let shape = match shape_of(ids) {
             Ok(s) => s,
             Err(e) => {
@@ -601,15 +659,41 @@ impl Handoff {
         let (cands, any_assigned) = self.candidates_where(resource, size, &named);
         let mut matching = cands.iter().filter(|c| c.shape == shape);
         if let Some(best) = matching.next() {
-            let ambiguous = matching.any(|c| !c.assignment.interchangeable_with(best.assignment));
+            // kubelet admits one pod at a time, its containers in order: a
+            // pod it is part-way through, and that pod's own containers,
+            // are told apart by rank. Between pods not yet started, only
+            // the devices can tell, and here they do not.
+            let others: Vec<&Candidate<'_>> = matching
+                .filter(|c| {
+                    best.rank.0 == 2
+                        && c.key.uid != best.key.uid
+                        && !c.assignment.interchangeable_with(best.assignment)
+                })
+                .collect();
+            if !others.is_empty() {
+                if !last_try {
+                    return AllocateOutcome::Retry;
+                }
+                let who: Vec<String> = std::iter::once(best)
+                    .chain(others)
+                    .take(4)
+                    .map(|c| {
+                        let p = &self.pods[&c.key.uid].record;
+                        format!("{}/{} container {}", p.namespace, p.name, c.key.container)
+                    })
+                    .collect();
+                return AllocateOutcome::Ambiguous {
+                    reason: format!(
+                        "devices {} of {rname} match the differing assignments of {}; cannot tell which pod kubelet is admitting",
+                        ids.join(","),
+                        who.join(", ")
+                    ),
+                };
+            }
             let key = best.key.clone();
             let plan = Plan::from_assignment(best.assignment);
             self.record(&key, &rname, ids, resource);
-            return AllocateOutcome::Assigned {
-                key,
-                plan,
-                ambiguous,
-            };
+            return AllocateOutcome::Assigned { key, plan };
         }
         drop(cands);
 
@@ -761,8 +845,7 @@ impl Handoff {
         let more = self.pods.get(&key.uid).is_some_and(|p| {
             p.record.containers.iter().any(|c| {
                 c.requests.iter().any(|(r, _)| {
-                    !p.allocated.contains_key(&(c.name.clone(), r.name()))
-                        && (c.name != key.container || r != resource)
+                    !p.holds(&c.name, &r.name()) && (c.name != key.container || r != resource)
                 })
             })
         });

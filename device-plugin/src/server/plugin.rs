@@ -191,10 +191,11 @@ impl DevicePlugin for DevicePluginService {
                 let decided = {
                     let h = self.ctx.handoff.lock();
                     let steered = h.preferred(&self.resource, &available, &must, n);
-                    if steered.is_none()
-                        && !h.has_pending(&self.resource, n)
-                        && tokio::time::Instant::now() < deadline
-                    {
+                    // Also until kubelet's PodResources report is in: before
+                    // it, a running pod's request can look pending.
+                    let unsure =
+                        !h.has_report() || (steered.is_none() && !h.has_pending(&self.resource, n));
+                    if unsure && tokio::time::Instant::now() < deadline {
                         None
                     } else {
                         let aligned = match steered {
@@ -276,15 +277,7 @@ impl DevicePlugin for DevicePluginService {
                 let _ = tokio::time::timeout_at(deadline, notified).await;
             };
             let plan = match outcome {
-                AllocateOutcome::Assigned {
-                    key,
-                    plan,
-                    ambiguous,
-                } => {
-                    if ambiguous {
-                        self.ctx.metrics.handoff_ambiguous.inc();
-                        tracing::warn!(resource = %rname, pod_uid = %key.uid, container = %key.container, "devices match several assignments that differ in memory; chose the earliest bound");
-                    }
+                AllocateOutcome::Assigned { key, plan } => {
                     tracing::info!(resource = %rname, pod_uid = %key.uid, container = %key.container, devices = %ids.join(","), "allocated assigned devices");
                     self.ctx.metrics.allocation(&rname, "assigned");
                     plan
@@ -298,6 +291,12 @@ impl DevicePlugin for DevicePluginService {
                     tracing::warn!(resource = %rname, devices = %ids.join(","), "allocated kubelet's choice to a pod not (yet) in the pod cache");
                     self.ctx.metrics.allocation(&rname, "unknown");
                     plan
+                }
+                AllocateOutcome::Ambiguous { reason } => {
+                    self.ctx.metrics.handoff_ambiguous.inc();
+                    tracing::error!(resource = %rname, %reason, "refused Allocate: cannot tell the pods apart");
+                    self.ctx.metrics.allocation(&rname, "refused");
+                    return Err(Status::failed_precondition(reason));
                 }
                 AllocateOutcome::Refused { reason } => {
                     tracing::warn!(resource = %rname, %reason, "refused Allocate");

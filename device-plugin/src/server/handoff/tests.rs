@@ -23,6 +23,13 @@ fn ca(name: &str, gpus: &[(u32, u64)]) -> ContainerAssignment {
     }
 }
 
+/// A handoff that has taken kubelet's (empty) PodResources report.
+fn handoff() -> Handoff {
+    let mut h = Handoff::new(GIB);
+    h.observe_report(&[]);
+    h
+}
+
 fn pod(uid: &str, order: u64, containers: Vec<(ContainerAssignment, bool)>) -> PodRecord {
     let reqs = containers
         .iter()
@@ -51,6 +58,7 @@ fn pod(uid: &str, order: u64, containers: Vec<(ContainerAssignment, bool)>) -> P
         }),
         containers: reqs,
         terminated: false,
+        admitted: false,
     }
 }
 
@@ -110,7 +118,7 @@ fn memory_split_follows_assigned_bytes() {
 #[test]
 fn steers_and_accepts_the_assigned_gpus_in_either_order() {
     for memory_first in [false, true] {
-        let mut h = Handoff::new(GIB);
+        let mut h = handoff();
         h.upsert(pod("a", 1, vec![(ca("vllm", &[(2, 30), (3, 30)]), true)]));
         let mut order = vec![(Resource::Gpu, 2u32), (Resource::GpuMemory, 60)];
         if memory_first {
@@ -123,10 +131,7 @@ fn steers_and_accepts_the_assigned_gpus_in_either_order() {
             assert_eq!(gpus_of(&ids), vec![gpu(2), gpu(3)]);
             assert_eq!(ids.len(), n as usize);
             match h.allocate(&r, &ids, false) {
-                AllocateOutcome::Assigned {
-                    plan, ambiguous, ..
-                } => {
-                    assert!(!ambiguous);
+                AllocateOutcome::Assigned { plan, .. } => {
                     assert_eq!(
                         plan.gpus,
                         vec![(gpu(2), Some(30 * GIB)), (gpu(3), Some(30 * GIB))]
@@ -147,7 +152,7 @@ fn steers_and_accepts_the_assigned_gpus_in_either_order() {
 
 #[test]
 fn devices_pick_the_pod_not_the_age() {
-    let mut h = Handoff::new(GIB);
+    let mut h = handoff();
     h.upsert(pod("old", 1, vec![(ca("c", &[(0, 10)]), false)]));
     h.upsert(pod("new", 2, vec![(ca("c", &[(1, 10)]), false)]));
     let ids = vec![format!("{}::s3", gpu(1))];
@@ -164,7 +169,7 @@ fn devices_pick_the_pod_not_the_age() {
 
 #[test]
 fn multi_container_pod_gets_each_containers_gpus() {
-    let mut h = Handoff::new(GIB);
+    let mut h = handoff();
     h.upsert(pod(
         "p",
         1,
@@ -190,10 +195,12 @@ fn multi_container_pod_gets_each_containers_gpus() {
 }
 
 #[test]
-fn in_progress_container_wins_ties_between_same_gpu_pods() {
-    // Two pods on the same GPU, same requests, different bytes: once the
-    // first resource of a container matched, its other resource follows.
-    let mut h = Handoff::new(GIB);
+fn devices_matching_differing_assignments_are_refused_not_guessed() {
+    // Two pods on the same GPU, same requests, different bytes: the devices
+    // cannot tell them apart. The handoff waits for more (a PodResources
+    // report, the pod cache) and then refuses rather than hand one pod the
+    // other's assignment.
+    let mut h = handoff();
     h.upsert(pod("x", 1, vec![(ca("c", &[(0, 10)]), true)]));
     let mut y = pod("y", 2, vec![(ca("c", &[(0, 10)]), true)]);
     if let AssignmentState::Valid(a) = &mut y.assignment {
@@ -201,25 +208,74 @@ fn in_progress_container_wins_ties_between_same_gpu_pods() {
     }
     h.upsert(y);
     let mem: Vec<String> = (0..10).map(|u| format!("{}::m{u}", gpu(0))).collect();
-    let first = h.allocate(&Resource::GpuMemory, &mem, false);
-    let AllocateOutcome::Assigned { key, ambiguous, .. } = first else {
-        panic!()
-    };
-    assert_eq!(key.uid, "x");
-    assert!(
-        ambiguous,
-        "same devices, different bytes: counted as ambiguous"
+    assert_eq!(
+        h.allocate(&Resource::GpuMemory, &mem, false),
+        AllocateOutcome::Retry
     );
-    let slice = vec![format!("{}::s1", gpu(0))];
-    let AllocateOutcome::Assigned { key, .. } = h.allocate(&Resource::Gpu, &slice, false) else {
+    match h.allocate(&Resource::GpuMemory, &mem, true) {
+        AllocateOutcome::Ambiguous { reason } => {
+            assert!(
+                reason.contains("ns/pod-x") && reason.contains("ns/pod-y"),
+                "{reason}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // Once kubelet has admitted one of them, the other is the one.
+    let mut x = pod("x", 1, vec![(ca("c", &[(0, 10)]), true)]);
+    x.admitted = true;
+    h.upsert(x);
+    let AllocateOutcome::Assigned { key, .. } = h.allocate(&Resource::GpuMemory, &mem, false)
+    else {
         panic!()
     };
-    assert_eq!(key.uid, "x");
+    assert_eq!(key.uid, "y");
+}
+
+#[test]
+fn running_pods_never_look_pending_after_a_restart() {
+    // A restarted plugin: the pod cache lists a running server (admitted by
+    // kubelet, devices not yet seen through PodResources) and a newcomer.
+    let mut h = Handoff::new(GIB);
+    let mut server = pod("server", 1, vec![(ca("c", &[(1, 51)]), true)]);
+    server.admitted = true;
+    h.upsert(server);
+    h.upsert(pod("new", 2, vec![(ca("c", &[(3, 10)]), true)]));
+    // Until PodResources has been read, Allocate waits.
+    let slice = vec![format!("{}::s0", gpu(3))];
+    assert_eq!(
+        h.allocate(&Resource::Gpu, &slice, false),
+        AllocateOutcome::Retry
+    );
+    h.observe_report(&[]);
+    // Steered to the newcomer's GPU, never the server's.
+    let (key, ids) = h
+        .preferred(&Resource::Gpu, &all_devices(&Resource::Gpu), &[], 1)
+        .unwrap();
+    assert_eq!(key.uid, "new");
+    assert_eq!(gpus_of(&ids), vec![gpu(3)]);
+    // A report that comes before the pod cache is applied when it fills.
+    let mut h = Handoff::new(GIB);
+    h.observe_report(&[RecordedPod {
+        namespace: "ns".into(),
+        name: "pod-server".into(),
+        devices: vec![(
+            "c".into(),
+            "gpupack.io/gpu".into(),
+            vec![format!("{}::s0", gpu(1))],
+        )],
+    }]);
+    h.upsert(pod("server", 1, vec![(ca("c", &[(1, 51)]), true)]));
+    h.upsert(pod("new", 2, vec![(ca("c", &[(3, 10)]), true)]));
+    let (key, _) = h
+        .preferred(&Resource::Gpu, &all_devices(&Resource::Gpu), &[], 1)
+        .unwrap();
+    assert_eq!(key.uid, "new");
 }
 
 #[test]
 fn unassigned_pod_gets_kubelets_choice_and_strangers_are_refused() {
-    let mut h = Handoff::new(GIB);
+    let mut h = handoff();
     h.upsert(pod("g", 1, vec![(ca("c", &[(0, 10)]), false)]));
     let ids = vec![format!("{}::s0", gpu(3))];
     assert_eq!(
@@ -241,6 +297,7 @@ fn unassigned_pod_gets_kubelets_choice_and_strangers_are_refused() {
             requests: vec![(Resource::Gpu, 1)],
         }],
         terminated: false,
+        admitted: false,
     });
     match h.allocate(&Resource::Gpu, &ids, false) {
         AllocateOutcome::Unassigned { key, plan } => {
@@ -250,7 +307,7 @@ fn unassigned_pod_gets_kubelets_choice_and_strangers_are_refused() {
         other => panic!("{other:?}"),
     }
     // With no pod known at all, the last try answers from kubelet's devices.
-    let mut empty = Handoff::new(GIB);
+    let mut empty = handoff();
     let mem = vec![format!("{}::m0", gpu(1)), format!("{}::m1", gpu(1))];
     match empty.allocate(&Resource::GpuMemory, &mem, true) {
         AllocateOutcome::Unknown { plan } => assert_eq!(plan.gpus, vec![(gpu(1), Some(2 * GIB))]),
@@ -264,7 +321,7 @@ fn unassigned_pod_gets_kubelets_choice_and_strangers_are_refused() {
 
 #[test]
 fn invalid_assignment_blocks_rather_than_guesses() {
-    let mut h = Handoff::new(GIB);
+    let mut h = handoff();
     let mut p = pod("bad", 1, vec![(ca("c", &[(0, 10)]), false)]);
     p.assignment = AssignmentState::Invalid("assignment: node: must name the node".into());
     h.upsert(p);
@@ -278,7 +335,7 @@ fn invalid_assignment_blocks_rather_than_guesses() {
 
 #[test]
 fn restarted_pod_does_not_inherit_and_finished_pods_leave() {
-    let mut h = Handoff::new(GIB);
+    let mut h = handoff();
     h.upsert(pod("v1", 1, vec![(ca("c", &[(0, 10)]), false)]));
     let ids = vec![format!("{}::s0", gpu(0))];
     assert!(matches!(
@@ -301,7 +358,7 @@ fn restarted_pod_does_not_inherit_and_finished_pods_leave() {
 
 #[test]
 fn observed_allocations_are_not_pending_and_survive_relist() {
-    let mut h = Handoff::new(GIB);
+    let mut h = handoff();
     let p = pod("r", 1, vec![(ca("c", &[(0, 10)]), false)]);
     h.upsert(p.clone());
     h.observe(
@@ -324,7 +381,7 @@ fn observed_allocations_are_not_pending_and_survive_relist() {
 
 #[test]
 fn verify_reports_only_mismatches() {
-    let mut h = Handoff::new(GIB);
+    let mut h = handoff();
     h.upsert(pod("m", 1, vec![(ca("c", &[(0, 10), (1, 10)]), true)]));
     let good = RecordedPod {
         namespace: "ns".into(),
@@ -346,7 +403,7 @@ fn verify_reports_only_mismatches() {
 
 #[test]
 fn mig_requests_match_their_instances() {
-    let mut h = Handoff::new(GIB);
+    let mut h = handoff();
     let c = ContainerAssignment {
         name: "c".into(),
         gpus: vec![],
@@ -433,8 +490,27 @@ fn arb_pods() -> impl Strategy<Value = Vec<PodRecord>> {
                     .collect();
                 (!containers.is_empty()).then(|| pod(&format!("p{i}"), i as u64, containers))
             })
-            .collect()
+            // The extender binds no pod that the plugin could confuse with
+            // another still waiting for kubelet on the node.
+            .fold(Vec::<PodRecord>::new(), |mut kept, p| {
+                let confusable = kept.iter().any(|k| {
+                    containers_of(k)
+                        .iter()
+                        .any(|a| containers_of(&p).iter().any(|b| a.confusable_with(b)))
+                });
+                if !confusable {
+                    kept.push(p);
+                }
+                kept
+            })
     })
+}
+
+fn containers_of(p: &PodRecord) -> Vec<ContainerAssignment> {
+    match &p.assignment {
+        AssignmentState::Valid(a) => a.containers.clone(),
+        _ => vec![],
+    }
 }
 
 fn assigned(p: &PodRecord, container: &str) -> ContainerAssignment {
@@ -450,7 +526,7 @@ proptest! {
     /// receives its own assignment or one interchangeable with it.
     #[test]
     fn admitted_containers_get_their_assignment(pods in arb_pods(), flips in prop::collection::vec(any::<bool>(), 20)) {
-        let mut h = Handoff::new(GIB);
+        let mut h = handoff();
         for p in &pods { h.upsert(p.clone()); }
         let mut taken: Vec<String> = vec![];
         let mut flip = flips.into_iter().cycle();
@@ -486,7 +562,7 @@ proptest! {
     /// the GPUs of those devices, and only from a pending assignment.
     #[test]
     fn accepted_devices_always_match_the_plan(pods in arb_pods(), picks in prop::collection::vec(prop::sample::subsequence((0..16usize).collect::<Vec<_>>(), 1..=2), 1..10)) {
-        let mut h = Handoff::new(GIB);
+        let mut h = handoff();
         for p in &pods { h.upsert(p.clone()); }
         let slices = all_devices(&Resource::Gpu);
         for pick in picks {
@@ -503,7 +579,7 @@ proptest! {
                     planned.sort();
                     prop_assert_eq!(planned, gpus_of(&ids));
                 }
-                AllocateOutcome::Refused { .. } => {}
+                AllocateOutcome::Refused { .. } | AllocateOutcome::Ambiguous { .. } => {}
                 other => prop_assert!(false, "{other:?}"),
             }
         }
@@ -512,7 +588,7 @@ proptest! {
 
 #[test]
 fn pending_requests_are_known_by_resource_and_size() {
-    let mut h = Handoff::new(GIB);
+    let mut h = handoff();
     assert!(!h.has_pending(&Resource::Gpu, 1));
     h.upsert(pod("a", 1, vec![(ca("c", &[(0, 10)]), true)]));
     assert!(h.has_pending(&Resource::Gpu, 1));
