@@ -20,7 +20,14 @@
 //!    extender's bind verb (or a plain Binding when no extender is
 //!    interested); a failed bind forgets the assumption and backs off.
 //! 6. A failed cycle records `FailedScheduling` with kube-scheduler's
-//!    "0/N nodes are available: ..." message, as an Event on the pod.
+//!    "0/N nodes are available: ..." message, as an Event on the pod, and
+//!    sets the pod's `PodScheduled` condition (`Unschedulable`, or
+//!    `SchedulerError` when the extender could not be reached).
+//! 7. A pod failed by a scheduler error waits in the unschedulable pool
+//!    (kube-scheduler before queueing hints): it is tried again when the pod
+//!    itself is updated, when the cluster changes (a node, or a pod bound
+//!    or deleted), or when the pool is flushed after `unschedulable_flush`
+//!    (kube-scheduler: 5 minutes).
 //!
 //! Not modelled: in-tree scoring plugins (their scores count 0 here, so the
 //! extender alone ranks nodes), preemption, taints, affinity and the
@@ -66,6 +73,10 @@ pub struct DriverOptions {
     pub max_backoff: Duration,
     /// How often the driver looks for pending pods.
     pub poll: Duration,
+    /// How long a pod failed by a scheduler error waits in the
+    /// unschedulable pool when nothing moves it (kube-scheduler's
+    /// `podMaxInUnschedulablePodsDuration`, 5 minutes).
+    pub unschedulable_flush: Duration,
     pub seed: u64,
 }
 
@@ -94,6 +105,7 @@ impl DriverOptions {
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(2),
             poll: Duration::from_millis(50),
+            unschedulable_flush: Duration::from_secs(300),
             seed: 1,
         })
     }
@@ -176,6 +188,61 @@ struct Assumed {
 struct Backoff {
     failures: u32,
     until: Instant,
+    /// Set when a scheduler error put the pod in the unschedulable pool.
+    parked: Option<Parked>,
+}
+
+/// A pod in the unschedulable pool, with what would move it out.
+struct Parked {
+    since: Instant,
+    /// The pod as the scheduler saw it (status left out): an update moves it.
+    pod: u64,
+    /// The cluster as the scheduler saw it: a change moves it.
+    cluster: u64,
+}
+
+/// A failure of the scheduler itself (the extender unreachable), not a
+/// verdict that the pod does not fit: kube-scheduler's `SchedulerError`.
+#[derive(Debug)]
+struct SchedulerError(String);
+
+impl std::fmt::Display for SchedulerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SchedulerError {}
+
+/// A pod without its status, hashed: what kube-scheduler's queue compares
+/// to tell an update that may change the outcome.
+fn pod_fingerprint(pod: &Pod) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut p = pod.clone();
+    p.status = None;
+    p.metadata.resource_version = None;
+    p.metadata.managed_fields = None;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(&p).unwrap_or_default().hash(&mut h);
+    h.finish()
+}
+
+/// The nodes and where pods are bound, hashed: cluster events that move
+/// pods out of the unschedulable pool.
+fn cluster_fingerprint(pods: &[Pod], nodes: &[Node]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for n in nodes {
+        n.metadata.name.hash(&mut h);
+        n.metadata.resource_version.hash(&mut h);
+    }
+    for p in pods {
+        if let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.as_ref()) {
+            p.metadata.uid.hash(&mut h);
+            node.hash(&mut h);
+        }
+    }
+    h.finish()
 }
 
 struct Driver {
@@ -290,6 +357,7 @@ impl Driver {
             .collect();
         pending.sort_by_key(|p| (p.metadata.creation_timestamp.clone().map(|t| t.0), key(p)));
         let now = Instant::now();
+        let cluster = cluster_fingerprint(&pods, &nodes);
         for pod in pending {
             let Some(uid) = pod.metadata.uid.clone() else {
                 continue;
@@ -305,10 +373,29 @@ impl Driver {
             if self.backoff.get(&uid).is_some_and(|b| b.until > now) {
                 continue;
             }
+            if let Some(parked) = self.backoff.get(&uid).and_then(|b| b.parked.as_ref()) {
+                let moved = parked.pod != pod_fingerprint(pod)
+                    || parked.cluster != cluster
+                    || now.duration_since(parked.since) >= self.options.unschedulable_flush;
+                if !moved {
+                    continue;
+                }
+            }
             self.stats().cycles += 1;
             match self.schedule_one(pod, &pods, &nodes).await {
                 Ok(()) => {}
-                Err(reason) => self.failed(pod, &format!("{reason:#}")).await,
+                Err(reason) => {
+                    let parked =
+                        reason
+                            .downcast_ref::<SchedulerError>()
+                            .is_some()
+                            .then(|| Parked {
+                                since: Instant::now(),
+                                pod: pod_fingerprint(pod),
+                                cluster,
+                            });
+                    self.failed(pod, &format!("{reason:#}"), parked).await
+                }
             }
         }
         Ok(())
@@ -418,7 +505,9 @@ impl Driver {
                 Ok(r) => r,
                 Err(e) => {
                     self.stats().extender_errors += 1;
-                    return Err(e.context("extender filter"));
+                    return Err(anyhow::Error::new(SchedulerError(format!(
+                        "extender filter: {e:#}"
+                    ))));
                 }
             };
             if !reply.error.is_empty() {
@@ -577,14 +666,21 @@ impl Driver {
         });
     }
 
-    async fn failed(&mut self, pod: &Pod, message: &str) {
+    async fn failed(&mut self, pod: &Pod, message: &str, parked: Option<Parked>) {
         let Some(uid) = pod.metadata.uid.clone() else {
             return;
+        };
+        let reason = if parked.is_some() {
+            "SchedulerError"
+        } else {
+            "Unschedulable"
         };
         let b = self.backoff.entry(uid).or_insert(Backoff {
             failures: 0,
             until: Instant::now(),
+            parked: None,
         });
+        b.parked = parked;
         b.failures += 1;
         let wait = self
             .options
@@ -603,8 +699,37 @@ impl Driver {
         // pod and new message keeps the API quiet.
         if failures.is_power_of_two() {
             let _ = record_event(&self.client, pod, "FailedScheduling", message).await;
+            let _ = set_pod_scheduled_false(&self.client, pod, reason, message).await;
         }
     }
+}
+
+/// The `PodScheduled` condition kube-scheduler writes on a failed cycle.
+async fn set_pod_scheduled_false(
+    client: &kube::Client,
+    pod: &Pod,
+    reason: &str,
+    message: &str,
+) -> Result<()> {
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let now =
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
+    let patch = json!({"status": {"conditions": [{
+        "type": "PodScheduled",
+        "status": "False",
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": now,
+    }]}});
+    Api::<Pod>::namespaced(client.clone(), &ns)
+        .patch_status(
+            &name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await?;
+    Ok(())
 }
 
 /// kube-scheduler's summary of why no node fits.

@@ -92,6 +92,15 @@ impl ClusterView {
             .and_then(|s| s.phase.clone())
     }
 
+    /// A pod condition's (status, reason).
+    pub fn pod_condition(&self, name: &str, kind: &str) -> Option<(String, String)> {
+        self.pod(name)
+            .and_then(|p| p.status.as_ref())
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| c.iter().find(|c| c.type_ == kind))
+            .map(|c| (c.status.clone(), c.reason.clone().unwrap_or_default()))
+    }
+
     pub fn node_of(&self, name: &str) -> Option<String> {
         self.pod(name)
             .and_then(|p| p.spec.as_ref())

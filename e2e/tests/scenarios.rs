@@ -336,6 +336,52 @@ async fn extender_killed_and_restarted_loses_nothing() {
     assert_ledger_matches(&cluster, 0).await;
 }
 
+/// 3b. Pods created while the extender is down fail with kube-scheduler's
+/// SchedulerError and wait in its unschedulable pool, which nothing in a
+/// quiet cluster flushes for five minutes; once the extender is back and
+/// ready it re-queues them, and they land within seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_failed_while_the_extender_was_down_are_retried_once_it_is_back() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let mut cluster = start(vec![NodeSpec::new("h100-a", spec::H100_NVSWITCH)], 1).await;
+    cluster.kill_extender(0).await;
+    let pods: Vec<PodBuilder> = (0..2)
+        .map(|i| PodBuilder::explicit(&format!("during-outage-{i}"), 1, 20))
+        .collect();
+    cluster.submit(&pods).await.unwrap();
+    let wanted = names(&pods);
+    cluster
+        .wait_for(
+            "the scheduler failing them on the unreachable extender",
+            Duration::from_secs(20),
+            |v| {
+                wanted.iter().all(|n| {
+                    v.pod_condition(n, "PodScheduled")
+                        .is_some_and(|(status, reason)| {
+                            status == "False" && reason == "SchedulerError"
+                        })
+                })
+            },
+        )
+        .await
+        .unwrap();
+    let back = Instant::now();
+    cluster.restart_extender(0).await.unwrap();
+    let view = cluster
+        .wait_for(
+            "pods running soon after the extender is back",
+            Duration::from_secs(30),
+            running(&wanted),
+        )
+        .await
+        .unwrap();
+    assert_clean(&view);
+    eprintln!(
+        "running {:.1} s after the extender restart",
+        back.elapsed().as_secs_f64()
+    );
+}
+
 /// 4. Two extender replicas, each behind its own scheduler, both binding
 /// the same pods at once: no double booking.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

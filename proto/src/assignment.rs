@@ -42,6 +42,11 @@ pub const VERSION: &str = "v1";
 /// decisions per node. Only the extender writes it; the device plugin owns
 /// the object's spec and leaves the annotation alone.
 pub const RESERVATIONS_ANNOTATION: &str = "gpupack.io/reservations";
+/// Annotation the extender sets on a pending pod that kube-scheduler failed
+/// while the extender was unreachable, once it is back: the update moves
+/// the pod out of kube-scheduler's unschedulable pool at once, instead of
+/// after its five-minute flush. The value is when.
+pub const REQUEUED_ANNOTATION: &str = "gpupack.io/requeued-at";
 
 /// Which GPUs each container of a pod gets.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

@@ -20,6 +20,7 @@ pub mod demand;
 pub mod events;
 pub mod http;
 pub mod metrics;
+pub mod requeue;
 pub mod reservations;
 pub mod server;
 pub mod synthetic;

@@ -43,6 +43,7 @@ pub struct Metrics {
     pub latency: Family<VerbLabels, Histogram>,
     pub pods_placed: Counter,
     pub bind_conflicts: Counter,
+    pub pods_requeued: Counter,
     pub state_problems: Family<ProblemLabels, Counter>,
     pub gpu_memory_allocated: Family<NodeLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
     pub gpu_memory_free: Family<NodeLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
@@ -86,6 +87,12 @@ impl Metrics {
             "Reservation writes that lost a race to another bind on the node",
             bind_conflicts.clone(),
         );
+        let pods_requeued = Counter::default();
+        registry.register(
+            "pods_requeued",
+            "Pending pods kube-scheduler failed while the extender was unreachable, re-queued once it was back",
+            pods_requeued.clone(),
+        );
         let state_problems = Family::<ProblemLabels, Counter>::default();
         registry.register(
             "state_problems",
@@ -118,6 +125,7 @@ impl Metrics {
             latency,
             pods_placed,
             bind_conflicts,
+            pods_requeued,
             state_problems,
             gpu_memory_allocated,
             gpu_memory_free,

@@ -102,6 +102,7 @@ impl Extender {
             },
             clock,
         );
+        let requeue_client = client.clone();
         let events = Events::start(
             client,
             Reporter {
@@ -169,6 +170,12 @@ impl Extender {
         if let Some((_, task)) = ops {
             background.push(task);
         }
+        background.push(tokio::spawn(crate::requeue::run(
+            requeue_client,
+            readiness.clone(),
+            metrics.clone(),
+            stop.clone(),
+        )));
         if config.tls_client_ca.is_some() && metrics_addr.is_none() {
             tracing::warn!(
                 "HTTPS clients must present a certificate, also kubelet's probes of /healthz and /readyz, which cannot; serve those on --metrics-listen"

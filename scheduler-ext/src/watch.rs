@@ -25,6 +25,7 @@ use crate::translate::{Held, held, pod_key};
 pub struct Readiness {
     inventories: AtomicBool,
     pods: AtomicBool,
+    changed: tokio::sync::Notify,
 }
 
 impl Readiness {
@@ -37,6 +38,30 @@ impl Readiness {
     pub fn set_ready(&self) {
         self.inventories.store(true, Ordering::Release);
         self.pods.store(true, Ordering::Release);
+        self.changed.notify_waiters();
+    }
+
+    fn inventories_listed(&self) {
+        self.inventories.store(true, Ordering::Release);
+        self.changed.notify_waiters();
+    }
+
+    fn pods_listed(&self) {
+        self.pods.store(true, Ordering::Release);
+        self.changed.notify_waiters();
+    }
+
+    /// Resolves once both initial lists are in.
+    pub async fn wait(&self) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.is_ready() {
+                return;
+            }
+            changed.await;
+        }
     }
 }
 
@@ -102,7 +127,7 @@ async fn watch_inventories(client: Client, feeds: Feeds) {
                 let problems = feeds.write().replace_inventories(&buffer, now);
                 buffer.clear();
                 feeds.report(problems);
-                feeds.readiness.inventories.store(true, Ordering::Release);
+                feeds.readiness.inventories_listed();
                 tracing::info!("GPU inventories listed");
             }
             Ok(Event::Apply(o)) => {
@@ -135,7 +160,7 @@ async fn watch_pods(client: Client, feeds: Feeds) {
             Ok(Event::InitDone) => {
                 let problems = feeds.write().replace_pods(std::mem::take(&mut buffer));
                 feeds.report(problems);
-                feeds.readiness.pods.store(true, Ordering::Release);
+                feeds.readiness.pods_listed();
                 tracing::info!("bound pods listed");
             }
             Ok(Event::Apply(p)) => {
