@@ -195,6 +195,7 @@ impl ArchArgs {
             arch,
             dtype: DType::Bfloat16,
             weights: WeightFormat::default(),
+            checkpoint: None,
         })
     }
 }
