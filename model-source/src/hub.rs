@@ -3,6 +3,7 @@
 //! following the redirects to LFS content, with `Range` for safetensors
 //! headers. Small requests only: nothing here downloads weights.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderValue, Request, StatusCode, Uri, header};
@@ -12,6 +13,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
 use crate::error::SourceError;
 use crate::files::ModelFiles;
@@ -100,13 +102,24 @@ impl Hub {
             .ok_or_else(|| SourceError::BadEndpoint {
                 endpoint: settings.endpoint.clone(),
             })?;
-        let provider = tokio_rustls::rustls::crypto::ring::default_provider();
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_native_roots(provider)
-            .map_err(SourceError::Tls)?
-            .https_or_http()
-            .enable_http1()
-            .build();
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let builder = match hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_native_roots(provider.clone())
+        {
+            Ok(b) => b,
+            // No system CA bundle (a bare image): plain-HTTP endpoints still
+            // work, and HTTPS ones fail naming the certificate.
+            Err(e) => {
+                tracing::warn!(error = %e, "no system TLS roots; HTTPS to the Hub will fail");
+                let config = ClientConfig::builder_with_provider(provider)
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| SourceError::Tls(std::io::Error::other(e)))?
+                    .with_root_certificates(RootCertStore::empty())
+                    .with_no_client_auth();
+                hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config)
+            }
+        };
+        let https = builder.https_or_http().enable_http1().build();
         let client = Client::builder(TokioExecutor::new()).build(https);
         Ok(Hub {
             settings,
