@@ -7,6 +7,7 @@
 use serde::Serialize;
 
 use crate::arch::{Architecture, AttentionKind, Mla, MlpKind, Moe, SlidingWindow};
+use crate::checkpoint::CheckpointWeights;
 use crate::dtype::DType;
 use crate::error::EstimateError;
 use crate::quant::{Quantization, WeightFormat};
@@ -21,6 +22,10 @@ pub struct ModelSpec {
     /// The checkpoint's own quantization (gpt-oss ships MXFP4 experts,
     /// DeepSeek V3 block FP8).
     pub weights: WeightFormat,
+    /// What the checkpoint's safetensors headers say it stores, when they
+    /// were read: the weights are then sized from these bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<CheckpointWeights>,
 }
 
 /// One catalog entry.
@@ -41,6 +46,7 @@ impl CatalogEntry {
             arch: self.arch,
             dtype: self.dtype,
             weights: WeightFormat::new(self.quantization),
+            checkpoint: None,
         }
     }
 }

@@ -85,4 +85,15 @@ pub enum EstimateError {
 
     #[error("invalid Hugging Face config: {0}")]
     HfConfig(String),
+
+    #[error("invalid safetensors header: {0}")]
+    SafetensorsHeader(String),
+
+    /// The name announces a quantized checkpoint but nothing confirms its
+    /// format: sizing it as 16-bit would ask for 2-4x the memory.
+    #[error(
+        "model {model:?} is named as {named}-quantized but its config.json was not read, so its \
+         weight format is unknown; give the quantization explicitly rather than size it as 16-bit"
+    )]
+    QuantizationUnconfirmed { model: String, named: &'static str },
 }

@@ -153,6 +153,10 @@ pub struct Estimate {
     pub per_gpu: PerGpu,
     pub weights_detail: WeightBreakdown,
     pub overhead_detail: Overhead,
+    /// Bytes the whole checkpoint stores, when the weights were sized from
+    /// its safetensors headers rather than from the architecture alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint_bytes: Option<u64>,
 }
 
 impl Estimate {
@@ -287,7 +291,19 @@ pub fn estimate(model: &ModelSpec, params: &ServingParams) -> Result<Estimate, E
         Some(q) if q != model.weights.quantization => WeightFormat::new(q),
         _ => model.weights,
     };
-    let weights_detail = weights_per_rank(arch, dtype, &weights, tp, profile);
+    let mut weights_detail = weights_per_rank(arch, dtype, &weights, tp, profile);
+    // The checkpoint's own bytes stand for the weights only when the server
+    // keeps them as stored: same quantization, same width of the dtype.
+    let checkpoint_bytes = model
+        .checkpoint
+        .as_ref()
+        .map(|c| c.total_bytes())
+        .filter(|b| *b > 0)
+        .filter(|_| weights == model.weights && dtype.bytes() == model.dtype.bytes());
+    if let Some(stored) = checkpoint_bytes {
+        let whole = weights_per_rank(arch, dtype, &weights, 1, profile);
+        weights_detail = scale_to_checkpoint(&weights_detail, &whole, stored);
+    }
 
     let kv_bytes = params.kv_cache_dtype.bytes(dtype);
     let per_layer = kv_bytes_per_token_per_layer(arch, kv_bytes, tp);
@@ -343,21 +359,136 @@ pub fn estimate(model: &ModelSpec, params: &ServingParams) -> Result<Estimate, E
         },
         weights_detail,
         overhead_detail,
+        checkpoint_bytes,
     })
 }
 
-/// Looks `model` up in the catalog and estimates it.
+/// One rank's weights with the architecture's parameter split but the
+/// checkpoint's real bytes: each part scaled by stored ÷ computed for the
+/// whole model, so replicated and sharded parts keep their proportions.
+/// The RoPE cache is not in the checkpoint and stays as computed.
+fn scale_to_checkpoint(
+    rank: &WeightBreakdown,
+    whole: &WeightBreakdown,
+    stored: u64,
+) -> WeightBreakdown {
+    let computed = whole.total() - whole.rotary_cache;
+    if computed == 0 {
+        return *rank;
+    }
+    let scale = |b: u64| -> u64 {
+        let v = (u128::from(b) * u128::from(stored)).div_ceil(u128::from(computed));
+        u64::try_from(v).unwrap_or(u64::MAX)
+    };
+    WeightBreakdown {
+        embedding: scale(rank.embedding),
+        lm_head: scale(rank.lm_head),
+        attention: scale(rank.attention),
+        dense_mlp: scale(rank.dense_mlp),
+        experts: scale(rank.experts),
+        small: scale(rank.small),
+        rotary_cache: rank.rotary_cache,
+    }
+}
+
+/// Looks `model` up in the catalog and estimates it. A name that announces
+/// a quantized checkpoint (`-AWQ`, `-FP8`, ...) needs `params.quantization`:
+/// the catalog holds the 16-bit original, and without the checkpoint's
+/// config nothing says how the re-upload stores its weights.
 pub fn estimate_catalog_model(
     model: &str,
     params: &ServingParams,
 ) -> Result<Estimate, EstimateError> {
-    estimate(&catalog::lookup(model)?.spec(), params)
+    let entry = catalog::lookup(model)?;
+    if params.quantization.is_none()
+        && let Some(named) = crate::checkpoint::quantization_named_in(model)
+        && entry.quantization == Quantization::None
+    {
+        return Err(EstimateError::QuantizationUnconfirmed {
+            model: model.to_string(),
+            named,
+        });
+    }
+    estimate(&entry.spec(), params)
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn a_quantized_name_without_its_config_is_never_sized_as_16_bit() {
+        let params = ServingParams {
+            max_model_len: Some(8192),
+            ..ServingParams::default()
+        };
+        let e = estimate_catalog_model("Qwen/Qwen2.5-72B-Instruct-AWQ", &params).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                EstimateError::QuantizationUnconfirmed { named: "AWQ", .. }
+            ),
+            "{e}"
+        );
+        let awq = ServingParams {
+            quantization: Some("awq".parse().unwrap()),
+            ..params.clone()
+        };
+        let quantized = estimate_catalog_model("Qwen/Qwen2.5-72B-Instruct-AWQ", &awq).unwrap();
+        let original = estimate_catalog_model("Qwen/Qwen2.5-72B-Instruct", &params).unwrap();
+        assert!(
+            quantized.per_gpu.weights_bytes * 3 < original.per_gpu.weights_bytes,
+            "{} vs {}",
+            quantized.per_gpu.weights_bytes,
+            original.per_gpu.weights_bytes
+        );
+    }
+
+    #[test]
+    fn checkpoint_bytes_replace_the_computed_weights_when_stored_as_served() {
+        let mut spec = catalog::lookup("Llama-3.1-8B").unwrap().spec();
+        let params = ServingParams {
+            tensor_parallel_size: 2,
+            max_model_len: Some(4096),
+            ..ServingParams::default()
+        };
+        let computed = estimate(&spec, &params).unwrap();
+        assert_eq!(computed.checkpoint_bytes, None);
+        // A checkpoint 10% larger than the formula (say, extra tensors).
+        let whole = weights_per_rank(
+            &spec.arch,
+            spec.dtype,
+            &spec.weights,
+            1,
+            params.engine.profile(),
+        );
+        let stored = (whole.total() - whole.rotary_cache) * 11 / 10;
+        let mut c = crate::CheckpointWeights::default();
+        c.by_dtype.insert(
+            "BF16".into(),
+            crate::DtypeTally {
+                tensors: 1,
+                elements: stored / 2,
+                bytes: stored,
+            },
+        );
+        spec.checkpoint = Some(c);
+        let measured = estimate(&spec, &params).unwrap();
+        assert_eq!(measured.checkpoint_bytes, Some(stored));
+        let (m, p) = (
+            measured.weights_detail.total() - measured.weights_detail.rotary_cache,
+            computed.weights_detail.total() - computed.weights_detail.rotary_cache,
+        );
+        let ratio = m as f64 / p as f64;
+        assert!((ratio - 1.1).abs() < 0.001, "{ratio}");
+        // Served as FP8 instead of as stored: the stored bytes no longer apply.
+        let fp8 = ServingParams {
+            quantization: Some("fp8".parse().unwrap()),
+            ..params
+        };
+        assert_eq!(estimate(&spec, &fp8).unwrap().checkpoint_bytes, None);
+    }
 
     #[test]
     fn serving_text_names_the_field_that_does_not_read() {

@@ -206,6 +206,7 @@ pub fn parse_hf_config(name: &str, json: &str) -> Result<ModelSpec, EstimateErro
         arch,
         dtype,
         weights,
+        checkpoint: None,
     })
 }
 

@@ -24,6 +24,7 @@
 
 pub mod arch;
 pub mod catalog;
+pub mod checkpoint;
 pub mod dtype;
 pub mod engine;
 pub mod error;
@@ -36,6 +37,7 @@ pub mod weights;
 
 pub use arch::{Architecture, AttentionKind, Mla, MlpKind, Moe, SlidingWindow};
 pub use catalog::{CATALOG, CatalogEntry, ModelSpec, lookup};
+pub use checkpoint::{CheckpointWeights, DtypeTally, quantization_named_in};
 pub use dtype::{DType, KvCacheDtype};
 pub use engine::Engine;
 pub use error::{EstimateError, ParseError};

@@ -28,9 +28,15 @@ pub enum Format {
     gpupack estimate --layers 32 --hidden-size 4096 --heads 32 --kv-heads 8 --intermediate-size 14336 \\\n    \
     --vocab-size 128256 --max-position-embeddings 8192")]
 pub struct Args {
-    /// Catalog model: short name or Hugging Face id (see --list-models).
+    /// Model: a catalog name (see --list-models), any Hugging Face id (its
+    /// config.json and safetensors headers are read from HF_ENDPOINT with
+    /// HF_TOKEN), or a local model directory.
     #[arg(conflicts_with = "hf_config")]
     pub model: Option<String>,
+
+    /// Read a catalog model from the Hub too, for its checkpoint's exact bytes.
+    #[arg(long)]
+    pub from_hub: bool,
 
     /// Read the architecture and quantization from a Hugging Face config.json.
     #[arg(long, value_name = "PATH")]
@@ -195,6 +201,7 @@ impl ArchArgs {
             arch,
             dtype: DType::Bfloat16,
             weights: WeightFormat::default(),
+            checkpoint: None,
         })
     }
 }
@@ -222,8 +229,69 @@ struct Target<'a> {
 }
 
 fn model_spec(args: &Args) -> anyhow::Result<ModelSpec> {
+    model_spec_from(args, model_source::HubSettings::from_env())
+}
+
+/// A named model: a local directory, the catalog, or the Hub. The catalog
+/// answers without the network unless the name announces a quantized
+/// re-upload (whose config alone says how it stores its weights).
+fn named_model(
+    args: &Args,
+    name: &str,
+    hub: model_source::HubSettings,
+) -> anyhow::Result<ModelSpec> {
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the I/O runtime")
+    };
+    let dir = std::path::Path::new(name);
+    if dir.is_dir() {
+        let label = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| name.to_string());
+        return runtime()?
+            .block_on(model_source::resolve(
+                &model_source::LocalDir::new(dir),
+                &label,
+            ))
+            .with_context(|| format!("reading the model directory {name}"));
+    }
+    let named = estimator::quantization_named_in(name);
+    let catalog = estimator::lookup(name);
+    if let Ok(entry) = &catalog
+        && !args.from_hub
+        && (named.is_none() || args.quantization.is_some())
+    {
+        return Ok(entry.spec());
+    }
+    if model_source::hub::check_repo_id(name).is_err() {
+        return Err(catalog.err().map(anyhow::Error::from).unwrap_or_else(|| {
+            anyhow::anyhow!("{name:?} is not a Hugging Face id (organisation/name)")
+        }));
+    }
+    let offline =
+        std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| matches!(v.as_str(), "1" | "true" | "yes"));
+    let hint = match named {
+        Some(q) if args.quantization.is_none() => format!(
+            "; the name says {q}: give --quantization (e.g. awq, fp8) to size it from the catalog's architecture"
+        ),
+        _ => String::new(),
+    };
+    if offline {
+        bail!("{name} is not in the catalog and HF_HUB_OFFLINE is set{hint}");
+    }
+    let hub = model_source::Hub::new(hub)?;
+    runtime()?
+        .block_on(async { model_source::resolve(&hub.repo(name)?, name).await })
+        .with_context(|| format!("reading {name} from {}{hint}", hub.settings().endpoint))
+}
+
+fn model_spec_from(args: &Args, hub: model_source::HubSettings) -> anyhow::Result<ModelSpec> {
     match (&args.model, &args.hf_config, args.arch.given()) {
-        (Some(name), None, false) => Ok(estimator::lookup(name)?.spec()),
+        (Some(name), None, false) => named_model(args, name, hub),
         (None, Some(path), false) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
@@ -351,6 +419,13 @@ fn table(e: &Estimate, params: &ServingParams, fit: Option<&(String, Fit)>) -> S
         "engine             {} (dtype {}, weights {}, KV cache {})",
         e.engine, e.dtype, e.quantization, e.kv_cache_dtype
     );
+    if let Some(stored) = e.checkpoint_bytes {
+        let _ = writeln!(
+            s,
+            "checkpoint         {} GiB stored (weights sized from its safetensors headers)",
+            gib(stored)
+        );
+    }
     let _ = writeln!(s, "tensor parallel    {} GPU(s)", e.tensor_parallel_size);
     let _ = writeln!(s, "max model length   {} tokens", e.max_model_len);
     let seqs = match params.max_num_seqs {
@@ -527,6 +602,38 @@ mod tests {
         assert!(err.contains("--hidden-size"), "{err}");
         let args = parse(&["llama-3.1-8b", "--gpu-memory=-3"]);
         assert!(target(&args).is_err());
+    }
+
+    #[test]
+    fn a_local_directory_and_a_quantized_name_without_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = r#"{"architectures": ["LlamaForCausalLM"], "model_type": "llama",
+          "hidden_size": 4096, "intermediate_size": 14336, "num_attention_heads": 32,
+          "num_hidden_layers": 32, "num_key_value_heads": 8, "vocab_size": 128256,
+          "max_position_embeddings": 131072, "torch_dtype": "bfloat16",
+          "quantization_config": {"quant_method": "awq", "bits": 4, "group_size": 128}}"#;
+        std::fs::write(dir.path().join("config.json"), config).unwrap();
+        let path = dir.path().to_string_lossy().into_owned();
+        let spec = model_spec(&parse(&[&path])).unwrap();
+        assert_eq!(
+            spec.weights.quantization,
+            estimator::Quantization::Awq { group_size: 128 }
+        );
+        // Named AWQ, the Hub unreachable: refused, naming --quantization.
+        let offline = model_source::HubSettings {
+            endpoint: "http://127.0.0.1:1".into(),
+            token: None,
+            revision: "main".into(),
+            timeout: std::time::Duration::from_secs(2),
+        };
+        let args = parse(&["Qwen/Qwen2.5-72B-Instruct-AWQ"]);
+        let err = format!("{:#}", model_spec_from(&args, offline.clone()).unwrap_err());
+        assert!(
+            err.contains("--quantization") && err.contains("AWQ"),
+            "{err}"
+        );
+        let args = parse(&["Qwen/Qwen2.5-72B-Instruct-AWQ", "--quantization", "awq"]);
+        assert!(model_spec_from(&args, offline).is_ok());
     }
 
     #[test]

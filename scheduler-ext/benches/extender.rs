@@ -98,6 +98,7 @@ fn main() {
             events: Events::disabled(),
             metrics: Arc::new(Metrics::new()),
             readiness: Arc::new(Readiness::default()),
+            models: Arc::new(model_source::Offline),
         };
         app.readiness.set_ready();
         // Bodies as kube-scheduler sends them: the full pod, all names.

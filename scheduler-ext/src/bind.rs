@@ -178,6 +178,7 @@ pub struct Binder {
     state: Arc<RwLock<ClusterState>>,
     config: BindConfig,
     clock: Clock,
+    models: Arc<dyn model_source::ModelLookup>,
 }
 
 /// A successful bind.
@@ -201,7 +202,14 @@ impl Binder {
             state,
             config,
             clock,
+            models: Arc::new(model_source::Offline),
         }
+    }
+
+    /// Sizes models outside the catalog through `models` (the filter's).
+    pub fn with_models(mut self, models: Arc<dyn model_source::ModelLookup>) -> Binder {
+        self.models = models;
+        self
     }
 
     /// Binds the pod named in `args` to `args.node`.
@@ -229,9 +237,11 @@ impl Binder {
         {
             return Err(BindError::AlreadyBound { pod: who, node });
         }
-        let needs = PodNeeds::from_pod(&pod).map_err(|source| BindError::Demand {
-            pod: who.clone(),
-            source,
+        let needs = PodNeeds::from_pod_with(&pod, self.models.as_ref()).map_err(|source| {
+            BindError::Demand {
+                pod: who.clone(),
+                source,
+            }
         })?;
         if needs.is_empty() {
             self.create_binding(&pods, args, &uid, None).await?;

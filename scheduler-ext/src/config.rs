@@ -71,6 +71,16 @@ pub struct Args {
     /// Log format: text or json [default: text].
     #[arg(long, env = "GPUPACK_EXT_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// Hugging Face Hub to read the config and safetensors headers of models
+    /// outside the catalog from; the token is read from HF_TOKEN [default: https://huggingface.co].
+    #[arg(long, env = "HF_ENDPOINT")]
+    pub hf_endpoint: Option<String>,
+    /// Never consult the Hub: models outside the catalog are refused [default: false].
+    #[arg(long, env = "HF_HUB_OFFLINE", value_parser = clap::builder::BoolishValueParser::new())]
+    pub hub_offline: Option<bool>,
+    /// Limit of one request to the Hub in milliseconds [default: 10000].
+    #[arg(long, env = "GPUPACK_EXT_HUB_TIMEOUT_MS")]
+    pub hub_timeout_ms: Option<u64>,
 }
 
 /// The settings file; every key optional, unknown keys refused.
@@ -92,6 +102,9 @@ struct File {
     identity: Option<String>,
     shutdown_grace_seconds: Option<u64>,
     log_format: Option<String>,
+    hf_endpoint: Option<String>,
+    hub_offline: Option<bool>,
+    hub_timeout_ms: Option<u64>,
 }
 
 /// Whether logs are for people or for machines.
@@ -120,6 +133,8 @@ pub struct Config {
     pub identity: String,
     pub shutdown_grace: Duration,
     pub log_format: LogFormat,
+    /// Where models outside the catalog are read; `None`: offline.
+    pub hub: Option<model_source::HubSettings>,
 }
 
 /// A setting that cannot be used; names the setting.
@@ -204,6 +219,23 @@ impl Config {
                 ));
             }
         };
+        let hub = if args.hub_offline.or(file.hub_offline).unwrap_or(false) {
+            None
+        } else {
+            let mut hub = model_source::HubSettings::from_env();
+            if let Some(endpoint) = args.hf_endpoint.or(file.hf_endpoint) {
+                hub.endpoint = endpoint;
+            }
+            hub.timeout = Duration::from_millis(positive(
+                "hub-timeout-ms",
+                args.hub_timeout_ms
+                    .or(file.hub_timeout_ms)
+                    .unwrap_or(10_000),
+            )?);
+            model_source::Hub::new(hub.clone())
+                .map_err(|e| invalid("hf-endpoint", e.to_string()))?;
+            Some(hub)
+        };
         let mut url_prefix = args.url_prefix.or(file.url_prefix).unwrap_or_default();
         if !url_prefix.is_empty() && !url_prefix.starts_with('/') {
             url_prefix.insert(0, '/');
@@ -252,6 +284,7 @@ impl Config {
                     .unwrap_or(10),
             ),
             log_format,
+            hub,
         })
     }
 }

@@ -15,13 +15,23 @@
 //!   estimate per rank rounded up to whole memory units (never less than an
 //!   explicit `gpu-memory` request).
 //!
+//! A model outside the catalog (or named as a quantized re-upload) is sized
+//! from its own files through a [`ModelLookup`] that never waits: until the
+//! lookup has them the pod gets a retriable [`DemandError::ModelPending`],
+//! and a failure to read them a [`DemandError::ModelUnavailable`] naming
+//! the cause and what to set.
+//!
 //! Memory units are a node's setting (`memoryUnitBytes` in its inventory),
 //! so [`PodNeeds`] keeps units and [`PodNeeds::demand`] resolves them per
 //! unit size.
 
 use std::collections::BTreeMap;
 
+use std::sync::Arc;
+
+use estimator::ModelSpec;
 use k8s_openapi::api::core::v1::{Container, Pod};
+use model_source::{Lookup, ModelLookup, Offline};
 use placement::{ContainerDemand, GpuNeed, MemoryNeed, PodDemand};
 use proto::annotations::ModelAnnotations;
 use proto::resources::{GPU, GPU_MEMORY, Resource};
@@ -52,6 +62,33 @@ pub enum DemandError {
     },
     #[error("cannot size model {model:?}: {problem}")]
     Estimate { model: String, problem: String },
+    /// Retriable: the model's files are being fetched in the background.
+    #[error("sizing model {model}: fetching its config from the Hugging Face Hub; retry{}",
+        last_error.as_ref().map(|e| format!(" (the last attempt failed: {e})")).unwrap_or_default())]
+    ModelPending {
+        model: String,
+        last_error: Option<String>,
+    },
+    /// Retriable: the model's files could not be read; tried again after
+    /// `retry_in_seconds`.
+    #[error("cannot size model {model}: {reason}{hint}; retrying in {retry_in_seconds}s")]
+    ModelUnavailable {
+        model: String,
+        reason: String,
+        /// What else would size it (e.g. the quantization annotation).
+        hint: String,
+        retry_in_seconds: u64,
+    },
+}
+
+impl DemandError {
+    /// Whether a later attempt may succeed without the pod changing.
+    pub fn is_retriable(&self) -> bool {
+        matches!(
+            self,
+            DemandError::ModelPending { .. } | DemandError::ModelUnavailable { .. }
+        )
+    }
 }
 
 /// How much memory each of a container's GPUs needs.
@@ -88,9 +125,15 @@ pub struct PodNeeds {
 }
 
 impl PodNeeds {
-    /// Reads the needs of a pod; `Ok` with no containers when the pod asks
-    /// for nothing gpupack places.
+    /// Reads the needs of a pod, sizing models from the catalog only; `Ok`
+    /// with no containers when the pod asks for nothing gpupack places.
     pub fn from_pod(pod: &Pod) -> Result<PodNeeds, DemandError> {
+        Self::from_pod_with(pod, &Offline)
+    }
+
+    /// Reads the needs of a pod, sizing a model outside the catalog through
+    /// `models` (which answers at once).
+    pub fn from_pod_with(pod: &Pod, models: &dyn ModelLookup) -> Result<PodNeeds, DemandError> {
         let spec = pod.spec.as_ref();
         let containers = spec
             .into_iter()
@@ -104,7 +147,7 @@ impl PodNeeds {
         let empty = BTreeMap::new();
         let annotations = pod.metadata.annotations.as_ref().unwrap_or(&empty);
         if let Some(model) = ModelAnnotations::from_annotations(annotations)? {
-            apply_model(&mut needs, pod, &model)?;
+            apply_model(&mut needs, pod, &model, models)?;
         }
         Ok(needs)
     }
@@ -242,7 +285,12 @@ fn container_needs(c: &Container) -> Result<Option<ContainerNeeds>, DemandError>
 }
 
 /// Sizes the server container from the model annotations.
-fn apply_model(needs: &mut PodNeeds, pod: &Pod, m: &ModelAnnotations) -> Result<(), DemandError> {
+fn apply_model(
+    needs: &mut PodNeeds,
+    pod: &Pod,
+    m: &ModelAnnotations,
+    models: &dyn ModelLookup,
+) -> Result<(), DemandError> {
     use proto::annotations as ann;
     let names: Vec<&str> = pod
         .spec
@@ -307,11 +355,7 @@ fn apply_model(needs: &mut PodNeeds, pod: &Pod, m: &ModelAnnotations) -> Result<
                 ),
             });
         }
-        let estimate = estimator::estimate_catalog_model(&m.model, &serving_params(m, 1)?)
-            .map_err(|e| DemandError::Estimate {
-                model: m.model.clone(),
-                problem: e.to_string(),
-            })?;
+        let estimate = size(m, &serving_params(m, 1)?, models)?;
         needs.containers[i].mig_min_bytes = estimate.total_bytes();
         needs.model = Some(m.model.clone());
         return Ok(());
@@ -333,12 +377,7 @@ fn apply_model(needs: &mut PodNeeds, pod: &Pod, m: &ModelAnnotations) -> Result<
         (None, None) => 1,
     };
     let params = serving_params(m, tp)?;
-    let estimate = estimator::estimate_catalog_model(&m.model, &params).map_err(|e| {
-        DemandError::Estimate {
-            model: m.model.clone(),
-            problem: e.to_string(),
-        }
-    })?;
+    let estimate = size(m, &params, models)?;
     let per_gpu = estimate.total_bytes();
     // An explicit per-GPU request larger than the estimate wins; the two are
     // compared once the node's unit is known.
@@ -365,6 +404,66 @@ fn apply_model(needs: &mut PodNeeds, pod: &Pod, m: &ModelAnnotations) -> Result<
     }
     needs.model = Some(m.model.clone());
     Ok(())
+}
+
+/// The model's spec: the catalog's when it holds the model (unless the name
+/// announces a quantized re-upload and no quantization is annotated: then
+/// only the checkpoint's own config says how it is stored), else the
+/// model's own files through `models`.
+fn model_spec(
+    m: &ModelAnnotations,
+    models: &dyn ModelLookup,
+) -> Result<Arc<ModelSpec>, DemandError> {
+    use proto::annotations as ann;
+    let named = estimator::quantization_named_in(&m.model);
+    if let Ok(entry) = estimator::lookup(&m.model)
+        && (named.is_none() || m.quantization.is_some())
+    {
+        return Ok(Arc::new(entry.spec()));
+    }
+    match models.lookup(&m.model) {
+        Lookup::Ready(spec) => Ok(spec),
+        Lookup::Pending { last_error } => Err(DemandError::ModelPending {
+            model: m.model.clone(),
+            last_error,
+        }),
+        Lookup::Failed { error, retry_in } => {
+            let hint = match named {
+                Some(q) if m.quantization.is_none() => format!(
+                    "; the name says {q}: it is never sized as 16-bit without its config, so set {} \
+                     (e.g. awq, gptq-int4, fp8) to size it from the catalog's architecture",
+                    ann::QUANTIZATION
+                ),
+                _ => String::new(),
+            };
+            // A lookup that never retries (offline) makes the model unknown.
+            if retry_in == std::time::Duration::MAX {
+                return Err(DemandError::Estimate {
+                    model: m.model.clone(),
+                    problem: format!("{error}{hint}"),
+                });
+            }
+            Err(DemandError::ModelUnavailable {
+                model: m.model.clone(),
+                reason: error,
+                hint,
+                retry_in_seconds: retry_in.as_secs().min(24 * 3600),
+            })
+        }
+    }
+}
+
+/// Estimates the model with `params`.
+fn size(
+    m: &ModelAnnotations,
+    params: &estimator::ServingParams,
+    models: &dyn ModelLookup,
+) -> Result<estimator::Estimate, DemandError> {
+    let spec = model_spec(m, models)?;
+    estimator::estimate(&spec, params).map_err(|e| DemandError::Estimate {
+        model: m.model.clone(),
+        problem: e.to_string(),
+    })
 }
 
 fn serving_params(m: &ModelAnnotations, tp: u32) -> Result<estimator::ServingParams, DemandError> {

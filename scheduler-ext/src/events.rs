@@ -20,6 +20,9 @@ pub enum Reason {
     InvalidGpuRequest,
     /// No candidate node can ever fit the pod.
     GpuUnplaceable,
+    /// The pod's model could not be read from the Hub (gated, missing,
+    /// unreachable, malformed); retried with backoff.
+    ModelUnavailable,
 }
 
 impl Reason {
@@ -27,6 +30,7 @@ impl Reason {
         match self {
             Reason::InvalidGpuRequest => "InvalidGpuRequest",
             Reason::GpuUnplaceable => "GpuUnplaceable",
+            Reason::ModelUnavailable => "ModelUnavailable",
         }
     }
 }

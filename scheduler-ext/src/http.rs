@@ -42,6 +42,8 @@ pub struct App {
     pub events: Events,
     pub metrics: Arc<Metrics>,
     pub readiness: Arc<Readiness>,
+    /// Sizes models outside the catalog without waiting on the network.
+    pub models: Arc<dyn model_source::ModelLookup>,
 }
 
 impl App {
@@ -123,8 +125,25 @@ pub fn filter_reply(app: &App, body: &[u8]) -> (ExtenderFilterResult, &'static s
         return (ExtenderFilterResult::error(NOT_READY), "not_ready");
     }
     let names = args.node_names();
-    let needs = match PodNeeds::from_pod(&args.pod) {
+    let needs = match PodNeeds::from_pod_with(&args.pod, app.models.as_ref()) {
         Ok(n) => n,
+        // Not the pod's fault, and soon resolved: every node fails for now
+        // (retriable, unlike an unreadable request) and the next attempt
+        // finds the model sized.
+        Err(e) if e.is_retriable() => {
+            let reason = e.to_string();
+            if matches!(e, crate::demand::DemandError::ModelUnavailable { .. }) {
+                emit(app, &args.pod, Reason::ModelUnavailable, &reason);
+            }
+            let all = names
+                .iter()
+                .map(|n| (n.to_string(), reason.clone()))
+                .collect();
+            return (
+                ExtenderFilterResult::from_args(&args, Vec::new(), all, BTreeMap::new()),
+                "model_pending",
+            );
+        }
         Err(e) => {
             let reason = e.to_string();
             emit(app, &args.pod, Reason::InvalidGpuRequest, &reason);
@@ -226,8 +245,17 @@ fn accept<T: DeserializeOwned>(
             "not_ready",
         ));
     }
-    let needs = PodNeeds::from_pod(pod(&args))
-        .map_err(|e| (StatusCode::BAD_REQUEST, e.to_string(), "bad_request"))?;
+    let needs = PodNeeds::from_pod_with(pod(&args), app.models.as_ref()).map_err(|e| {
+        if e.is_retriable() {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                e.to_string(),
+                "model_pending",
+            )
+        } else {
+            (StatusCode::BAD_REQUEST, e.to_string(), "bad_request")
+        }
+    })?;
     Ok((args, needs))
 }
 

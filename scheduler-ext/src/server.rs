@@ -42,6 +42,8 @@ pub enum StartError {
     },
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("Hugging Face Hub client: {0}")]
+    Hub(#[source] model_source::SourceError),
 }
 
 /// A running extender.
@@ -91,6 +93,18 @@ impl Extender {
                 clock: clock.clone(),
             },
         );
+        // Models outside the catalog: resolved in the background, so that
+        // no verb waits on the Hub.
+        let models: Arc<dyn model_source::ModelLookup> = match &config.hub {
+            Some(hub) => match model_source::Hub::new(hub.clone()) {
+                Ok(hub) => Arc::new(model_source::Registry::new(
+                    hub,
+                    model_source::RegistrySettings::default(),
+                )),
+                Err(e) => return Err(StartError::Hub(e)),
+            },
+            None => Arc::new(model_source::Offline),
+        };
         let binder = Binder::new(
             client.clone(),
             state.clone(),
@@ -101,7 +115,8 @@ impl Extender {
                 holder: config.identity.clone(),
             },
             clock,
-        );
+        )
+        .with_models(models.clone());
         let requeue_client = client.clone();
         let events = Events::start(
             client,
@@ -117,6 +132,7 @@ impl Extender {
             events,
             metrics: metrics.clone(),
             readiness: readiness.clone(),
+            models,
         });
         let limits = Limits {
             body_bytes: config.body_limit_bytes,

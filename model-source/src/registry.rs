@@ -1,0 +1,266 @@
+//! Models resolved in the background for callers that must never wait on
+//! the network (the extender's filter): a lookup answers at once with the
+//! spec, "pending", or the last failure and when it is retried.
+//!
+//! Bounded: at most `capacity` models are remembered (the least recently
+//! used resolved or failed one makes room) and at most `parallel` are
+//! fetched at once. A failure is never cached as a result: it is retried
+//! with exponential backoff on the next lookup after its delay.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use estimator::ModelSpec;
+use tokio::runtime::Handle;
+use tokio::sync::Semaphore;
+
+use crate::hub::Hub;
+
+/// What a lookup finds.
+#[derive(Debug, Clone)]
+pub enum Lookup {
+    Ready(Arc<ModelSpec>),
+    /// Being fetched; `last_error` is the previous attempt's failure.
+    Pending {
+        last_error: Option<String>,
+    },
+    Failed {
+        error: String,
+        retry_in: Duration,
+    },
+}
+
+/// Answers lookups of models by name without waiting.
+pub trait ModelLookup: Send + Sync {
+    fn lookup(&self, model: &str) -> Lookup;
+}
+
+/// Limits of a [`Registry`].
+#[derive(Debug, Clone)]
+pub struct RegistrySettings {
+    pub capacity: usize,
+    pub parallel: usize,
+    /// First retry delay after a failure; doubles per failure.
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for RegistrySettings {
+    fn default() -> Self {
+        RegistrySettings {
+            capacity: 512,
+            parallel: 4,
+            backoff_base: Duration::from_secs(5),
+            backoff_max: Duration::from_secs(600),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum State {
+    Pending { last_error: Option<String> },
+    Ready(Arc<ModelSpec>),
+    Failed { error: String, retry_at: Instant },
+}
+
+#[derive(Debug)]
+struct Entry {
+    state: State,
+    failures: u32,
+    last_used: Instant,
+}
+
+struct Inner {
+    entries: Mutex<HashMap<String, Entry>>,
+    hub: Hub,
+    settings: RegistrySettings,
+    permits: Semaphore,
+    runtime: Handle,
+}
+
+/// Models from one Hub, resolved in the background and kept in memory.
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+impl Registry {
+    /// Must be created inside a Tokio runtime: resolutions run on it.
+    pub fn new(hub: Hub, settings: RegistrySettings) -> Registry {
+        Registry {
+            inner: Arc::new(Inner {
+                entries: Mutex::new(HashMap::new()),
+                permits: Semaphore::new(settings.parallel.max(1)),
+                hub,
+                settings,
+                runtime: Handle::current(),
+            }),
+        }
+    }
+
+    /// Models remembered (any state).
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        self.inner.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Resolves `model` now, through the cache: what a one-shot caller
+    /// (the command line, a benchmark) uses.
+    pub async fn resolve(&self, model: &str) -> Result<Arc<ModelSpec>, String> {
+        loop {
+            match self.lookup(model) {
+                Lookup::Ready(spec) => return Ok(spec),
+                Lookup::Failed { error, .. } => return Err(error),
+                Lookup::Pending { .. } => tokio::time::sleep(Duration::from_millis(2)).await,
+            }
+        }
+    }
+
+    /// Makes room for one more entry: drops the least recently used entry
+    /// that is not being fetched. False when every entry is in flight.
+    fn make_room(entries: &mut HashMap<String, Entry>, capacity: usize) -> bool {
+        while entries.len() >= capacity.max(1) {
+            let victim = entries
+                .iter()
+                .filter(|(_, e)| !matches!(e.state, State::Pending { .. }))
+                .min_by_key(|(_, e)| e.last_used)
+                .map(|(k, _)| k.clone());
+            match victim {
+                Some(k) => {
+                    entries.remove(&k);
+                }
+                None => return false,
+            }
+        }
+        true
+    }
+
+    fn spawn(&self, model: String) {
+        let this = self.clone();
+        self.inner.runtime.spawn(async move {
+            let result = match this.inner.permits.acquire().await {
+                Ok(_permit) => match this.inner.hub.repo(&model) {
+                    Ok(repo) => crate::resolve::resolve(&repo, &model)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                },
+                Err(_) => Err("the model registry is shutting down".to_string()),
+            };
+            this.settle(&model, result);
+        });
+    }
+
+    fn settle(&self, model: &str, result: Result<ModelSpec, String>) {
+        let settings = &self.inner.settings;
+        let mut entries = self.lock();
+        let Some(entry) = entries.get_mut(model) else {
+            return;
+        };
+        match result {
+            Ok(spec) => {
+                tracing::info!(model, "model resolved");
+                entry.state = State::Ready(Arc::new(spec));
+                entry.failures = 0;
+            }
+            Err(error) => {
+                entry.failures = entry.failures.saturating_add(1);
+                let delay = settings
+                    .backoff_base
+                    .saturating_mul(1u32 << entry.failures.saturating_sub(1).min(16))
+                    .min(settings.backoff_max);
+                tracing::warn!(model, %error, retry_in = ?delay, "cannot resolve model");
+                entry.state = State::Failed {
+                    error,
+                    retry_at: Instant::now() + delay,
+                };
+            }
+        }
+    }
+}
+
+impl ModelLookup for Registry {
+    fn lookup(&self, model: &str) -> Lookup {
+        let now = Instant::now();
+        let mut entries = self.lock();
+        if let Some(entry) = entries.get_mut(model) {
+            entry.last_used = now;
+            match &entry.state {
+                State::Ready(spec) => return Lookup::Ready(spec.clone()),
+                State::Pending { last_error } => {
+                    return Lookup::Pending {
+                        last_error: last_error.clone(),
+                    };
+                }
+                State::Failed { error, retry_at } if *retry_at > now => {
+                    return Lookup::Failed {
+                        error: error.clone(),
+                        retry_in: *retry_at - now,
+                    };
+                }
+                State::Failed { error, .. } => {
+                    let last_error = Some(error.clone());
+                    entry.state = State::Pending {
+                        last_error: last_error.clone(),
+                    };
+                    drop(entries);
+                    self.spawn(model.to_string());
+                    return Lookup::Pending { last_error };
+                }
+            }
+        }
+        // A bad name is answered at once and never remembered.
+        if let Err(e) = crate::hub::check_repo_id(model) {
+            return Lookup::Failed {
+                error: e.to_string(),
+                retry_in: self.inner.settings.backoff_max,
+            };
+        }
+        if !Self::make_room(&mut entries, self.inner.settings.capacity) {
+            return Lookup::Failed {
+                error: format!(
+                    "{} models are being fetched already; retrying",
+                    entries.len()
+                ),
+                retry_in: self.inner.settings.backoff_base,
+            };
+        }
+        entries.insert(
+            model.to_string(),
+            Entry {
+                state: State::Pending { last_error: None },
+                failures: 0,
+                last_used: now,
+            },
+        );
+        drop(entries);
+        tracing::info!(model, "fetching model config");
+        self.spawn(model.to_string());
+        Lookup::Pending { last_error: None }
+    }
+}
+
+/// Resolves nothing: every model outside the catalog is unknown. For
+/// callers that work offline (`HF_HUB_OFFLINE`) and for tests.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Offline;
+
+impl ModelLookup for Offline {
+    fn lookup(&self, model: &str) -> Lookup {
+        Lookup::Failed {
+            error: match estimator::lookup(model) {
+                Ok(_) => format!("{model} is not resolved: the Hub is not consulted (offline)"),
+                Err(e) => e.to_string(),
+            },
+            retry_in: Duration::MAX,
+        }
+    }
+}
