@@ -24,6 +24,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use placement::{ContainerDemand, GpuNeed, MemoryNeed, PodDemand};
 use proto::annotations::ModelAnnotations;
+use proto::clip::clip;
 use proto::resources::{GPU, GPU_MEMORY, Resource};
 
 /// Why a pod's GPU request cannot be read. Reported to kube-scheduler as
@@ -52,7 +53,13 @@ pub enum DemandError {
     },
     #[error("cannot size model {model:?}: {problem}")]
     Estimate { model: String, problem: String },
+    #[error("the pod has {count} containers; gpupack reads at most {MAX_CONTAINERS}")]
+    TooManyContainers { count: usize },
 }
+
+/// Most containers (init and regular) read from one pod: far more than any
+/// real pod has, and a bound on the work one request can ask for.
+pub const MAX_CONTAINERS: usize = 1024;
 
 /// How much memory each of a container's GPUs needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +96,12 @@ impl PodNeeds {
     /// for nothing gpupack places.
     pub fn from_pod(pod: &Pod) -> Result<PodNeeds, DemandError> {
         let spec = pod.spec.as_ref();
+        let count = spec.map_or(0, |s| {
+            s.containers.len() + s.init_containers.as_ref().map_or(0, Vec::len)
+        });
+        if count > MAX_CONTAINERS {
+            return Err(DemandError::TooManyContainers { count });
+        }
         let containers = spec
             .into_iter()
             .flat_map(|s| s.init_containers.iter().flatten().chain(&s.containers));
@@ -182,8 +195,8 @@ fn container_needs(c: &Container) -> Result<Option<ContainerNeeds>, DemandError>
             .or_else(|| limits.and_then(|l| l.get(name)));
         let Some(q) = q else { continue };
         let n = proto::quantity::extended_count(&q.0).map_err(|source| DemandError::Quantity {
-            container: c.name.clone(),
-            resource: name.clone(),
+            container: clip(&c.name).to_string(),
+            resource: clip(name).to_string(),
             source,
         })?;
         match resource {
@@ -193,8 +206,8 @@ fn container_needs(c: &Container) -> Result<Option<ContainerNeeds>, DemandError>
                 let k = usize::try_from(n).unwrap_or(usize::MAX).min(64);
                 if n > 64 {
                     return Err(DemandError::Resource {
-                        container: c.name.clone(),
-                        resource: name.clone(),
+                        container: clip(&c.name).to_string(),
+                        resource: clip(name).to_string(),
                         problem: format!(
                             "{n} MIG instances is beyond the 64 one container may use"
                         ),
@@ -205,7 +218,7 @@ fn container_needs(c: &Container) -> Result<Option<ContainerNeeds>, DemandError>
         }
     }
     let bad = |resource: &str, problem: String| DemandError::Resource {
-        container: c.name.clone(),
+        container: clip(&c.name).to_string(),
         resource: resource.to_string(),
         problem,
     };
@@ -258,8 +271,9 @@ fn apply_model(needs: &mut PodNeeds, pod: &Pod, m: &ModelAnnotations) -> Result<
             return Err(DemandError::Annotation {
                 annotation: ann::CONTAINER,
                 problem: format!(
-                    "no container named {name:?}; containers: {}",
-                    names.join(", ")
+                    "no container named {:?}; containers: {}",
+                    clip(name).to_string(),
+                    clip(&names.join(", "))
                 ),
             });
         }
@@ -279,7 +293,7 @@ fn apply_model(needs: &mut PodNeeds, pod: &Pod, m: &ModelAnnotations) -> Result<
                         problem: format!(
                             "must name the server container: the pod has {} containers ({})",
                             names.len(),
-                            names.join(", ")
+                            clip(&names.join(", "))
                         ),
                     });
                 }
@@ -306,7 +320,7 @@ fn apply_model(needs: &mut PodNeeds, pod: &Pod, m: &ModelAnnotations) -> Result<
     let params = serving_params(m, tp)?;
     let estimate = estimator::estimate_catalog_model(&m.model, &params).map_err(|e| {
         DemandError::Estimate {
-            model: m.model.clone(),
+            model: clip(&m.model).to_string(),
             problem: e.to_string(),
         }
     })?;
