@@ -53,6 +53,12 @@ pub enum DemandError {
     },
     #[error("cannot size model {model:?}: {problem}")]
     Estimate { model: String, problem: String },
+    #[error("{what} {name:?} is {len} bytes long; at most {MAX_NAME_LABEL}")]
+    NameTooLong {
+        what: &'static str,
+        name: String,
+        len: usize,
+    },
     #[error("the pod has {count} containers; gpupack reads at most {MAX_CONTAINERS}")]
     TooManyContainers { count: usize },
 }
@@ -170,7 +176,19 @@ pub fn mig_request_form(profile: &str) -> String {
     profile.replace('+', ".")
 }
 
+/// Longest container name, and longest name part of a resource name: both
+/// are DNS labels in Kubernetes. Names are copied into the reason for every
+/// candidate node, so longer ones are refused before any work.
+pub const MAX_NAME_LABEL: usize = 63;
+
 fn container_needs(c: &Container) -> Result<Option<ContainerNeeds>, DemandError> {
+    if c.name.len() > MAX_NAME_LABEL {
+        return Err(DemandError::NameTooLong {
+            what: "container name",
+            name: clip(&c.name).to_string(),
+            len: c.name.len(),
+        });
+    }
     let resources = c.resources.as_ref();
     // The API server defaults an extended resource's request to its limit,
     // so a pod straight from the API has requests; read limits for pods
@@ -203,6 +221,13 @@ fn container_needs(c: &Container) -> Result<Option<ContainerNeeds>, DemandError>
             Resource::Gpu => gpus = Some(n),
             Resource::GpuMemory => units = Some(n),
             Resource::Mig(profile) => {
+                if profile.len() > MAX_NAME_LABEL {
+                    return Err(DemandError::NameTooLong {
+                        what: "MIG profile",
+                        name: clip(&profile).to_string(),
+                        len: profile.len(),
+                    });
+                }
                 let k = usize::try_from(n).unwrap_or(usize::MAX).min(64);
                 if n > 64 {
                     return Err(DemandError::Resource {
@@ -456,6 +481,31 @@ mod tests {
         );
         let e = PodNeeds::from_pod(&one(json!({GPU: "65"}))).unwrap_err();
         assert!(e.to_string().contains("beyond"), "{e}");
+    }
+
+    #[test]
+    fn oversized_names_and_container_counts_are_refused() {
+        let long = "c".repeat(1 << 20);
+        let p = pod(
+            json!([{"name": long, "resources": {"requests": {GPU: "1"}}}]),
+            json!({}),
+        );
+        let e = PodNeeds::from_pod(&p).unwrap_err();
+        assert!(e.to_string().contains("container name"), "{e:.200}");
+        assert!(e.to_string().len() < 400, "{}", e.to_string().len());
+        let mig = format!("gpupack.io/mig-{}", "1".repeat(100));
+        let e = PodNeeds::from_pod(&one(json!({mig: "1"}))).unwrap_err();
+        assert!(e.to_string().contains("MIG profile"), "{e}");
+        let many: Vec<serde_json::Value> = (0..=MAX_CONTAINERS)
+            .map(|i| json!({"name": format!("c{i}")}))
+            .collect();
+        let e = PodNeeds::from_pod(&pod(json!(many), json!({}))).unwrap_err();
+        assert_eq!(
+            e,
+            DemandError::TooManyContainers {
+                count: MAX_CONTAINERS + 1
+            }
+        );
     }
 
     #[test]

@@ -239,3 +239,68 @@ async fn connections_beyond_the_cap_are_closed_and_health_answers_after() {
     assert!(answered, "health did not answer once connections closed");
     ext.shutdown().await;
 }
+
+/// Log output captured from the test's thread (every task of a
+/// current-thread runtime runs there).
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn megabyte_names_reach_logs_and_replies_clipped() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let (_server, client) = cluster().await;
+    add_fixture_nodes(&client).await;
+    let ext = extender_with(&client, scheduler_ext::Args::default()).await;
+    let long = "p".repeat(1 << 20);
+    let bind = json!({"PodName": long, "PodNamespace": "ns", "PodUID": "u", "Node": NODE_OK});
+    let reply = post_json(&ext, "/bind", &bind).await;
+    let error = reply["Error"].as_str().unwrap();
+    assert!(
+        error.contains("PodName is 1048576 bytes long; Kubernetes names are at most 253"),
+        "{error:.300}"
+    );
+    let bad = json!({"metadata": {"name": long, "namespace": "ns", "uid": "u"},
+        "spec": {"containers": [{"name": long, "resources": {"requests": {"gpupack.io/gpu": long}}}]}});
+    let reply = post_json(
+        &ext,
+        "/filter",
+        &json!({"Pod": bad, "NodeNames": [NODE_OK]}),
+    )
+    .await;
+    let reason = reply["FailedAndUnresolvableNodes"][NODE_OK]
+        .as_str()
+        .unwrap();
+    assert!(
+        reason.len() <= proto::clip::MESSAGE_LIMIT,
+        "{}",
+        reason.len()
+    );
+    assert!(reason.contains("more bytes]"), "{reason}");
+    // Let the Event publisher run.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ext.shutdown().await;
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    println!(
+        "{} bytes of log for two requests with 1 MiB names",
+        text.len()
+    );
+    assert!(text.contains("bind failed"), "{text}");
+    let longest = text.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 4096, "a log line of {longest} bytes");
+}
