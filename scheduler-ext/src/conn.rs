@@ -234,3 +234,83 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Guarded<IO> {
         self.io.is_write_vectored()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const SHORT: Deadlines = Deadlines {
+        header: Duration::from_millis(100),
+        idle: Duration::from_millis(400),
+    };
+
+    async fn read_error(io: &mut Guarded<tokio::io::DuplexStream>) -> (io::Error, Duration) {
+        let start = std::time::Instant::now();
+        let mut buf = [0u8; 64];
+        loop {
+            match io.read(&mut buf).await {
+                Ok(0) => panic!("closed instead of timing out"),
+                Ok(_) => continue,
+                Err(e) => return (e, start.elapsed()),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_gets_the_idle_deadline() {
+        let (_client, server) = tokio::io::duplex(64);
+        let (mut io, _tracker) = guard(server, SHORT);
+        let (e, took) = read_error(&mut io).await;
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert!(e.to_string().contains("idle"), "{e}");
+        assert!(took >= SHORT.idle, "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn a_begun_request_head_gets_the_header_deadline() {
+        let (mut client, server) = tokio::io::duplex(64);
+        let (mut io, _tracker) = guard(server, SHORT);
+        client.write_all(b"POST /fil").await.unwrap();
+        let (e, took) = read_error(&mut io).await;
+        assert!(e.to_string().contains("request head"), "{e}");
+        assert!(took >= SHORT.header && took < SHORT.idle, "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn no_read_deadline_while_a_request_is_served_then_idle_again() {
+        let (mut client, server) = tokio::io::duplex(64);
+        let (mut io, tracker) = guard(server, SHORT);
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 64];
+        assert!(io.read(&mut buf).await.unwrap() > 0);
+        let serving = tracker.request_started();
+        let waited = tokio::time::timeout(SHORT.idle + SHORT.header, io.read(&mut buf)).await;
+        assert!(
+            waited.is_err(),
+            "a deadline ran during the request: {waited:?}"
+        );
+        drop(serving);
+        let (e, took) = read_error(&mut io).await;
+        assert!(e.to_string().contains("idle"), "{e}");
+        assert!(took >= SHORT.idle, "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn http2_connections_lose_the_header_deadline_after_their_first_request() {
+        let (mut client, server) = tokio::io::duplex(64);
+        let (mut io, tracker) = guard(server, SHORT);
+        client
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 64];
+        assert!(io.read(&mut buf).await.unwrap() > 0);
+        drop(tracker.request_started());
+        // A ping between requests: no header deadline, only the idle one.
+        client.write_all(b"ping").await.unwrap();
+        let (e, took) = read_error(&mut io).await;
+        assert!(e.to_string().contains("idle"), "{e}");
+        assert!(took >= SHORT.idle - SHORT.header, "{took:?}");
+    }
+}
