@@ -101,6 +101,8 @@ pub fn admin_router(
                         .get("reason")
                         .cloned()
                         .unwrap_or_else(|| "no reason given".into());
+                    // Stored in the published inventory and logged.
+                    let reason = proto::clip::clip(&reason).to_string();
                     mark(&a, target, Some(reason)).await
                 },
             ),

@@ -476,9 +476,15 @@ pub fn normalize(name: &str) -> String {
         .join("-")
 }
 
+/// Longest model name looked up: a Hugging Face id is an organisation and a
+/// repository name of at most 96 characters each. Closest-name suggestions
+/// cost the product of the lengths, so longer input is refused first.
+pub const MAX_NAME_LEN: usize = 96 + 1 + 96;
+
 /// Finds a model by catalog name or Hugging Face id, case-insensitively;
 /// `Meta-Llama-3.1-8B-Instruct` finds `Llama-3.1-8B`.
 pub fn lookup(name: &str) -> Result<&'static CatalogEntry, EstimateError> {
+    check_name_len("model name", name)?;
     let key = normalize(name);
     CATALOG
         .iter()
@@ -489,8 +495,25 @@ pub fn lookup(name: &str) -> Result<&'static CatalogEntry, EstimateError> {
         })
 }
 
-/// The `n` catalog names closest to `name`.
+/// Refuses a name longer than [`MAX_NAME_LEN`] (after trimming).
+pub(crate) fn check_name_len(what: &'static str, name: &str) -> Result<(), EstimateError> {
+    let len = name.trim().len();
+    if len > MAX_NAME_LEN {
+        return Err(EstimateError::NameTooLong {
+            what,
+            len,
+            max: MAX_NAME_LEN,
+        });
+    }
+    Ok(())
+}
+
+/// The `n` catalog names closest to `name`; none for a name longer than
+/// [`MAX_NAME_LEN`], which no entry resembles.
 pub fn closest(name: &str, n: usize) -> Vec<String> {
+    if name.trim().len() > MAX_NAME_LEN {
+        return Vec::new();
+    }
     let key = normalize(name);
     let mut scored: Vec<(f64, &str)> = CATALOG
         .iter()
@@ -566,5 +589,30 @@ mod tests {
         assert_eq!(closest.len(), 3);
         assert!(closest.iter().any(|c| c == "Llama-3.1-8B"), "{closest:?}");
         assert!(err.to_string().contains("llama-3.1-7b"));
+    }
+
+    #[test]
+    fn overlong_names_are_refused_before_any_matching() {
+        let longest = format!("{}/{}", "o".repeat(96), "r".repeat(96));
+        assert!(matches!(
+            lookup(&longest),
+            Err(EstimateError::UnknownModel { .. })
+        ));
+        let long = "m".repeat(4 << 20);
+        let start = std::time::Instant::now();
+        let err = lookup(&long).unwrap_err();
+        let took = start.elapsed();
+        assert_eq!(
+            err,
+            EstimateError::NameTooLong {
+                what: "model name",
+                len: 4 << 20,
+                max: MAX_NAME_LEN
+            }
+        );
+        assert!(err.to_string().len() < 100, "{err}");
+        assert!(closest(&long, 3).is_empty());
+        assert!(crate::lookup_gpu(&long).is_err());
+        println!("4 MiB model name refused in {took:?}");
     }
 }

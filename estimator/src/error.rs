@@ -28,6 +28,15 @@ pub enum EstimateError {
     #[error("unknown model {name:?}; closest catalog entries: {}", closest.join(", "))]
     UnknownModel { name: String, closest: Vec<String> },
 
+    /// Longer than any catalog name or Hugging Face id could be; refused
+    /// before any lookup, so no work grows with the input.
+    #[error("{what} is {len} bytes long; a name is at most {max} bytes")]
+    NameTooLong {
+        what: &'static str,
+        len: usize,
+        max: usize,
+    },
+
     #[error("unknown GPU {name:?}; closest known GPUs: {}", closest.join(", "))]
     UnknownGpu { name: String, closest: Vec<String> },
 

@@ -96,6 +96,7 @@ fn key(s: &str) -> String {
 
 /// Finds a GPU by name or alias, case-insensitively.
 pub fn lookup_gpu(name: &str) -> Result<&'static Gpu, EstimateError> {
+    crate::catalog::check_name_len("GPU name", name)?;
     let k = key(name);
     GPUS.iter()
         .find(|g| key(g.name) == k || g.aliases.iter().any(|a| key(a) == k))

@@ -191,7 +191,10 @@ fn token(annotations: &BTreeMap<String, String>, key: &str) -> Result<Option<Str
         return Err(FormatError::invalid(
             DOC,
             key,
-            format!("{v:?} must be 1-63 letters, digits, '-', '_' or '.'"),
+            format!(
+                "{:?} must be 1-63 letters, digits, '-', '_' or '.'",
+                crate::clip::clip(v).to_string()
+            ),
         ));
     }
     Ok(Some(v.to_string()))
@@ -216,7 +219,10 @@ fn number(
         Err(_) => Err(FormatError::invalid(
             DOC,
             key,
-            format!("{v:?} is not a whole number"),
+            format!(
+                "{:?} is not a whole number",
+                crate::clip::clip(v).to_string()
+            ),
         )),
     }
 }

@@ -20,6 +20,7 @@
 //!   does; every part counts extended resources through it.
 //! - [`extender`]: kube-scheduler's HTTP extender API v1 (filter, prioritize,
 //!   bind, preempt), as kube-scheduler puts it on the wire.
+//! - [`clip`]: the bounded form of input-derived text in logs and messages.
 //!
 //! gpupack's own formats are versioned and parsed strictly: an unknown
 //! version, a missing field, an implausible size or a duplicate UUID is
@@ -27,6 +28,7 @@
 
 pub mod annotations;
 pub mod assignment;
+pub mod clip;
 pub mod deviceplugin;
 mod error;
 pub mod extender;

@@ -68,14 +68,11 @@ pub struct Quantity {
     format: Format,
 }
 
-/// Longest input echoed back in an error.
-const ECHO: usize = 64;
+/// Longest input, in bytes, echoed back in an error.
+const ECHO: usize = 96;
 
 fn echo(text: &str) -> String {
-    match text.char_indices().nth(ECHO) {
-        Some((i, _)) => format!("{}…", &text[..i]),
-        None => text.to_string(),
-    }
+    crate::clip::clip_to(text, ECHO).to_string()
 }
 
 /// Largest magnitude kept; the API server caps quantities at 2^63-1 units.

@@ -128,6 +128,13 @@ pub enum BindError {
     BindingConflict { pod: String },
     #[error("Kubernetes API: {0}")]
     Api(#[from] kube::Error),
+    /// A name no Kubernetes object can have; refused before any API call.
+    #[error("{field} is {len} bytes long; Kubernetes names are at most {max}")]
+    NameTooLong {
+        field: &'static str,
+        len: usize,
+        max: usize,
+    },
 }
 
 impl BindError {
@@ -136,7 +143,7 @@ impl BindError {
         match self {
             BindError::PodNotFound(_) | BindError::UidMismatch { .. } => "pod_gone",
             BindError::AlreadyBound { .. } | BindError::BindingConflict { .. } => "conflict",
-            BindError::Demand { .. } => "bad_request",
+            BindError::Demand { .. } | BindError::NameTooLong { .. } => "bad_request",
             BindError::NoInventory(_) | BindError::DoesNotFit { .. } => "unfit",
             BindError::Contended { .. }
             | BindError::Slow { .. }
@@ -214,6 +221,20 @@ impl Binder {
 
     /// Binds the pod named in `args` to `args.node`.
     pub async fn bind(&self, args: &ExtenderBindingArgs) -> Result<Bound, BindError> {
+        // Namespaces are DNS labels, pods and nodes DNS subdomains.
+        for (field, name, max) in [
+            ("PodNamespace", &args.pod_namespace, 63),
+            ("PodName", &args.pod_name, 253),
+            ("Node", &args.node, 253),
+        ] {
+            if name.len() > max {
+                return Err(BindError::NameTooLong {
+                    field,
+                    len: name.len(),
+                    max,
+                });
+            }
+        }
         let ns = &args.pod_namespace;
         let who = format!("{ns}/{}", args.pod_name);
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);

@@ -53,6 +53,9 @@ pub struct Args {
     /// Per-request timeout in milliseconds, also the limit for a TLS handshake; keep it under the scheduler's `httpTimeout` [default: 4000].
     #[arg(long, env = "GPUPACK_EXT_REQUEST_TIMEOUT_MS")]
     pub request_timeout_ms: Option<u64>,
+    /// Most client connections held open at once; more are closed on accept. Health probes share the cap unless served on --metrics-listen [default: 1024].
+    #[arg(long, env = "GPUPACK_EXT_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
     /// Seconds a bind reservation holds on a node [default: 60].
     #[arg(long, env = "GPUPACK_EXT_RESERVATION_TTL_SECONDS")]
     pub reservation_ttl_seconds: Option<u64>,
@@ -96,6 +99,7 @@ struct File {
     tls_client_ca: Option<PathBuf>,
     body_limit_bytes: Option<usize>,
     request_timeout_ms: Option<u64>,
+    max_connections: Option<usize>,
     reservation_ttl_seconds: Option<u64>,
     bind_attempts: Option<u32>,
     event_interval_seconds: Option<u64>,
@@ -127,6 +131,7 @@ pub struct Config {
     pub tls_client_ca: Option<PathBuf>,
     pub body_limit_bytes: usize,
     pub request_timeout: Duration,
+    pub max_connections: usize,
     pub reservation_ttl: Duration,
     pub bind_attempts: u32,
     pub event_interval: Duration,
@@ -262,6 +267,12 @@ impl Config {
                     .or(file.request_timeout_ms)
                     .unwrap_or(4000),
             )?),
+            max_connections: positive(
+                "max-connections",
+                args.max_connections
+                    .or(file.max_connections)
+                    .unwrap_or(1024) as u64,
+            )? as usize,
             reservation_ttl: Duration::from_secs(ttl),
             bind_attempts: positive(
                 "bind-attempts",

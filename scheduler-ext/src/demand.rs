@@ -34,6 +34,7 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use model_source::{Lookup, ModelLookup, Offline};
 use placement::{ContainerDemand, GpuNeed, MemoryNeed, PodDemand};
 use proto::annotations::ModelAnnotations;
+use proto::clip::clip;
 use proto::resources::{GPU, GPU_MEMORY, Resource};
 
 /// Why a pod's GPU request cannot be read. Reported to kube-scheduler as
@@ -62,6 +63,14 @@ pub enum DemandError {
     },
     #[error("cannot size model {model:?}: {problem}")]
     Estimate { model: String, problem: String },
+    #[error("{what} {name:?} is {len} bytes long; at most {MAX_NAME_LABEL}")]
+    NameTooLong {
+        what: &'static str,
+        name: String,
+        len: usize,
+    },
+    #[error("the pod has {count} containers; gpupack reads at most {MAX_CONTAINERS}")]
+    TooManyContainers { count: usize },
     /// Retriable: the model's files are being fetched in the background.
     #[error("sizing model {model}: fetching its config from the Hugging Face Hub; retry{}",
         last_error.as_ref().map(|e| format!(" (the last attempt failed: {e})")).unwrap_or_default())]
@@ -90,6 +99,10 @@ impl DemandError {
         )
     }
 }
+
+/// Most containers (init and regular) read from one pod: far more than any
+/// real pod has, and a bound on the work one request can ask for.
+pub const MAX_CONTAINERS: usize = 1024;
 
 /// How much memory each of a container's GPUs needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +148,12 @@ impl PodNeeds {
     /// `models` (which answers at once).
     pub fn from_pod_with(pod: &Pod, models: &dyn ModelLookup) -> Result<PodNeeds, DemandError> {
         let spec = pod.spec.as_ref();
+        let count = spec.map_or(0, |s| {
+            s.containers.len() + s.init_containers.as_ref().map_or(0, Vec::len)
+        });
+        if count > MAX_CONTAINERS {
+            return Err(DemandError::TooManyContainers { count });
+        }
         let containers = spec
             .into_iter()
             .flat_map(|s| s.init_containers.iter().flatten().chain(&s.containers));
@@ -197,7 +216,19 @@ impl PodNeeds {
     }
 }
 
+/// Longest container name, and longest name part of a resource name: both
+/// are DNS labels in Kubernetes. Names are copied into the reason for every
+/// candidate node, so longer ones are refused before any work.
+pub const MAX_NAME_LABEL: usize = 63;
+
 fn container_needs(c: &Container) -> Result<Option<ContainerNeeds>, DemandError> {
+    if c.name.len() > MAX_NAME_LABEL {
+        return Err(DemandError::NameTooLong {
+            what: "container name",
+            name: clip(&c.name).to_string(),
+            len: c.name.len(),
+        });
+    }
     let resources = c.resources.as_ref();
     // The API server defaults an extended resource's request to its limit,
     // so a pod straight from the API has requests; read limits for pods
@@ -222,19 +253,26 @@ fn container_needs(c: &Container) -> Result<Option<ContainerNeeds>, DemandError>
             .or_else(|| limits.and_then(|l| l.get(name)));
         let Some(q) = q else { continue };
         let n = proto::quantity::extended_count(&q.0).map_err(|source| DemandError::Quantity {
-            container: c.name.clone(),
-            resource: name.clone(),
+            container: clip(&c.name).to_string(),
+            resource: clip(name).to_string(),
             source,
         })?;
         match resource {
             Resource::Gpu => gpus = Some(n),
             Resource::GpuMemory => units = Some(n),
             Resource::Mig(profile) => {
+                if profile.len() > MAX_NAME_LABEL {
+                    return Err(DemandError::NameTooLong {
+                        what: "MIG profile",
+                        name: clip(&profile).to_string(),
+                        len: profile.len(),
+                    });
+                }
                 let k = usize::try_from(n).unwrap_or(usize::MAX).min(64);
                 if n > 64 {
                     return Err(DemandError::Resource {
-                        container: c.name.clone(),
-                        resource: name.clone(),
+                        container: clip(&c.name).to_string(),
+                        resource: clip(name).to_string(),
                         problem: format!(
                             "{n} MIG instances is beyond the 64 one container may use"
                         ),
@@ -245,7 +283,7 @@ fn container_needs(c: &Container) -> Result<Option<ContainerNeeds>, DemandError>
         }
     }
     let bad = |resource: &str, problem: String| DemandError::Resource {
-        container: c.name.clone(),
+        container: clip(&c.name).to_string(),
         resource: resource.to_string(),
         problem,
     };
@@ -304,8 +342,9 @@ fn apply_model(
             return Err(DemandError::Annotation {
                 annotation: ann::CONTAINER,
                 problem: format!(
-                    "no container named {name:?}; containers: {}",
-                    names.join(", ")
+                    "no container named {:?}; containers: {}",
+                    clip(name).to_string(),
+                    clip(&names.join(", "))
                 ),
             });
         }
@@ -325,7 +364,7 @@ fn apply_model(
                         problem: format!(
                             "must name the server container: the pod has {} containers ({})",
                             names.len(),
-                            names.join(", ")
+                            clip(&names.join(", "))
                         ),
                     });
                 }
@@ -461,7 +500,7 @@ fn size(
 ) -> Result<estimator::Estimate, DemandError> {
     let spec = model_spec(m, models)?;
     estimator::estimate(&spec, params).map_err(|e| DemandError::Estimate {
-        model: m.model.clone(),
+        model: clip(&m.model).to_string(),
         problem: e.to_string(),
     })
 }
@@ -567,6 +606,31 @@ pub(crate) mod tests {
         );
         let e = PodNeeds::from_pod(&one(json!({GPU: "65"}))).unwrap_err();
         assert!(e.to_string().contains("beyond"), "{e}");
+    }
+
+    #[test]
+    fn oversized_names_and_container_counts_are_refused() {
+        let long = "c".repeat(1 << 20);
+        let p = pod(
+            json!([{"name": long, "resources": {"requests": {GPU: "1"}}}]),
+            json!({}),
+        );
+        let e = PodNeeds::from_pod(&p).unwrap_err();
+        assert!(e.to_string().contains("container name"), "{e:.200}");
+        assert!(e.to_string().len() < 400, "{}", e.to_string().len());
+        let mig = format!("gpupack.io/mig-{}", "1".repeat(100));
+        let e = PodNeeds::from_pod(&one(json!({mig: "1"}))).unwrap_err();
+        assert!(e.to_string().contains("MIG profile"), "{e}");
+        let many: Vec<serde_json::Value> = (0..=MAX_CONTAINERS)
+            .map(|i| json!({"name": format!("c{i}")}))
+            .collect();
+        let e = PodNeeds::from_pod(&pod(json!(many), json!({}))).unwrap_err();
+        assert_eq!(
+            e,
+            DemandError::TooManyContainers {
+                count: MAX_CONTAINERS + 1
+            }
+        );
     }
 
     #[test]

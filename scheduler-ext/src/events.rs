@@ -120,14 +120,8 @@ async fn publish(recorder: Recorder, mut rx: mpsc::Receiver<PodEvent>, every: Du
             uid: Some(e.uid.clone()),
             ..Default::default()
         };
-        let mut note = e.message.clone();
-        if note.len() > 1000 {
-            let mut cut = 1000;
-            while !note.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            note.truncate(cut);
-        }
+        // The API refuses a note over 1 kB.
+        let note = proto::clip::clip_to(&e.message, 1000).to_string();
         let event = Event {
             type_: EventType::Warning,
             reason: e.reason.as_str().into(),
@@ -136,7 +130,7 @@ async fn publish(recorder: Recorder, mut rx: mpsc::Receiver<PodEvent>, every: Du
             secondary: None,
         };
         if let Err(err) = recorder.publish(&event, &reference).await {
-            tracing::warn!(pod = %format!("{}/{}", e.namespace, e.name), error = %err, "could not publish an event");
+            tracing::warn!(pod = %format!("{}/{}", proto::clip::clip(&e.namespace), proto::clip::clip(&e.name)), error = %err, "could not publish an event");
         }
     }
 }

@@ -20,11 +20,13 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use k8s_openapi::api::core::v1::Pod;
+use proto::clip::{MESSAGE_LIMIT, clip, clip_to};
 use proto::extender::{
     ExtenderArgs, ExtenderBindingArgs, ExtenderBindingResult, ExtenderFilterResult,
     ExtenderPreemptionArgs, ExtenderPreemptionResult, HostPriority, MetaPod, MetaVictims,
 };
 use serde::de::DeserializeOwned;
+use tokio::sync::Semaphore;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::bind::Binder;
@@ -60,6 +62,8 @@ pub struct Limits {
     pub body_bytes: usize,
     /// Longest a request may take before it is answered 408.
     pub timeout: Duration,
+    /// How many requests may decode bodies and size pods at once.
+    pub workers: usize,
 }
 
 impl Default for Limits {
@@ -67,8 +71,14 @@ impl Default for Limits {
         Limits {
             body_bytes: 64 << 20,
             timeout: Duration::from_secs(4),
+            workers: default_workers(),
         }
     }
+}
+
+/// One worker per core: the verbs' work is CPU-bound.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(2, usize::from)
 }
 
 /// The router: the verbs under `prefix` (e.g. `/scheduler`, or empty).
@@ -79,6 +89,10 @@ pub fn router(app: Arc<App>, prefix: &str, limits: &Limits) -> Router {
 /// The extender verbs kube-scheduler calls, under `prefix`.
 pub fn verbs_router(app: Arc<App>, prefix: &str, limits: &Limits) -> Router {
     let prefix = prefix.trim_end_matches('/');
+    let verbs = Arc::new(Verbs {
+        app,
+        workers: Arc::new(Semaphore::new(limits.workers.max(1))),
+    });
     Router::new()
         .route(&format!("{prefix}/filter"), post(filter))
         .route(&format!("{prefix}/prioritize"), post(prioritize))
@@ -89,7 +103,57 @@ pub fn verbs_router(app: Arc<App>, prefix: &str, limits: &Limits) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             limits.timeout,
         ))
-        .with_state(app)
+        .with_state(verbs)
+}
+
+/// The verbs' state: the shared [`App`], and the permits for their
+/// CPU-bound work.
+struct Verbs {
+    app: Arc<App>,
+    /// Decoding a body and sizing a pod run on the blocking pool, at most
+    /// this many at once, so that a flood of heavy requests neither stalls
+    /// the tasks that serve `/healthz` nor queues unbounded work.
+    workers: Arc<Semaphore>,
+}
+
+impl Verbs {
+    /// Runs `work` on the blocking pool once a worker is free. The request
+    /// timeout covers the wait and the work: when it fires, the caller's
+    /// future is dropped and the client gets 408 at the deadline, not a late
+    /// answer; work already started finishes in the background, still
+    /// holding its permit, so abandoned work also counts against the cap.
+    async fn run<R: Send + 'static>(
+        &self,
+        work: impl FnOnce(&App) -> R + Send + 'static,
+    ) -> Result<R, Refusal> {
+        let unavailable = |what: &str| {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("extender is shutting down: {what}"),
+                "unavailable",
+            )
+        };
+        let permit = self
+            .workers
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| unavailable("no workers"))?;
+        let app = self.app.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work(&app)
+        })
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "extender work failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "extender work failed".to_string(),
+                "internal",
+            )
+        })
+    }
 }
 
 /// Health, readiness and metrics, for kubelet's probes and Prometheus.
@@ -102,17 +166,27 @@ pub fn ops_router(app: Arc<App>) -> Router {
 }
 
 fn parse<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, String> {
-    serde_json::from_slice(body).map_err(|e| format!("malformed {what} request: {e}"))
+    // serde quotes the offending value, which may be megabytes long.
+    serde_json::from_slice(body).map_err(|e| {
+        let e = e.to_string();
+        format!("malformed {what} request: {}", clip_to(&e, MESSAGE_LIMIT))
+    })
 }
 
 const NOT_READY: &str = "GPU ledger is still being built from the API; retry";
 
-async fn filter(State(app): State<Arc<App>>, body: Bytes) -> Json<ExtenderFilterResult> {
+async fn filter(State(verbs): State<Arc<Verbs>>, body: Bytes) -> Response {
     let start = Instant::now();
-    let (reply, outcome) = filter_reply(&app, &body);
-    app.metrics
-        .observe("filter", outcome, start.elapsed().as_secs_f64());
-    Json(reply)
+    match verbs.run(move |app| filter_reply(app, &body)).await {
+        Ok((reply, outcome)) => {
+            verbs
+                .app
+                .metrics
+                .observe("filter", outcome, start.elapsed().as_secs_f64());
+            Json(reply).into_response()
+        }
+        Err(refusal) => respond::<()>(&verbs.app, "filter", start, Err(refusal)),
+    }
 }
 
 /// The filter answer and an outcome label.
@@ -145,7 +219,9 @@ pub fn filter_reply(app: &App, body: &[u8]) -> (ExtenderFilterResult, &'static s
             );
         }
         Err(e) => {
-            let reason = e.to_string();
+            // Copied once per candidate node: bounded, or a long name in
+            // the pod times thousands of nodes is gigabytes of answer.
+            let reason = clip_to(&e.to_string(), MESSAGE_LIMIT).to_string();
             emit(app, &args.pod, Reason::InvalidGpuRequest, &reason);
             let all = names
                 .iter()
@@ -164,7 +240,7 @@ pub fn filter_reply(app: &App, body: &[u8]) -> (ExtenderFilterResult, &'static s
                 .unresolvable
                 .iter()
                 .take(3)
-                .map(|(n, r)| format!("{n}: {r}"))
+                .map(|(n, r)| format!("{}: {}", clip(n), clip(r)))
                 .collect();
             emit(
                 app,
@@ -194,19 +270,23 @@ pub fn filter_reply(app: &App, body: &[u8]) -> (ExtenderFilterResult, &'static s
 
 fn emit(app: &App, pod: &Pod, reason: Reason, message: &str) {
     let m = &pod.metadata;
+    let bounded = |s: &str| clip(s).to_string();
     app.events.emit(PodEvent {
-        namespace: m.namespace.clone().unwrap_or_else(|| "default".into()),
-        name: m.name.clone().unwrap_or_default(),
-        uid: m.uid.clone().unwrap_or_default(),
+        namespace: m
+            .namespace
+            .as_deref()
+            .map_or_else(|| "default".into(), bounded),
+        name: m.name.as_deref().map(bounded).unwrap_or_default(),
+        uid: m.uid.as_deref().map(bounded).unwrap_or_default(),
         reason,
-        message: message.to_string(),
+        message: clip_to(message, MESSAGE_LIMIT).to_string(),
     });
 }
 
-async fn prioritize(State(app): State<Arc<App>>, body: Bytes) -> Response {
+async fn prioritize(State(verbs): State<Arc<Verbs>>, body: Bytes) -> Response {
     let start = Instant::now();
-    let reply = prioritize_reply(&app, &body);
-    respond(&app, "prioritize", start, reply)
+    let reply = verbs.run(move |app| prioritize_reply(app, &body)).await;
+    respond(&verbs.app, "prioritize", start, reply.and_then(|r| r))
 }
 
 /// The JSON answer or the plain HTTP error of a verb whose errors
@@ -227,7 +307,7 @@ fn respond<T: serde::Serialize>(
 }
 
 /// Why a verb was not answered: status, message, metrics outcome.
-type Refusal = (StatusCode, String, &'static str);
+pub type Refusal = (StatusCode, String, &'static str);
 
 /// A verb's arguments and the pod's needs, or a refusal: a body that does
 /// not parse, a pod whose requests are malformed, or an extender not ready.
@@ -246,14 +326,11 @@ fn accept<T: DeserializeOwned>(
         ));
     }
     let needs = PodNeeds::from_pod_with(pod(&args), app.models.as_ref()).map_err(|e| {
+        let message = clip_to(&e.to_string(), MESSAGE_LIMIT).to_string();
         if e.is_retriable() {
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                e.to_string(),
-                "model_pending",
-            )
+            (StatusCode::SERVICE_UNAVAILABLE, message, "model_pending")
         } else {
-            (StatusCode::BAD_REQUEST, e.to_string(), "bad_request")
+            (StatusCode::BAD_REQUEST, message, "bad_request")
         }
     })?;
     Ok((args, needs))
@@ -266,52 +343,57 @@ pub fn prioritize_reply(app: &App, body: &[u8]) -> Result<Vec<HostPriority>, Ref
     Ok(app.read().prioritize(&needs, &args.node_names()))
 }
 
-async fn bind(State(app): State<Arc<App>>, body: Bytes) -> Json<ExtenderBindingResult> {
+async fn bind(State(verbs): State<Arc<Verbs>>, body: Bytes) -> Json<ExtenderBindingResult> {
     let start = Instant::now();
-    let (error, outcome) = bind_reply(&app, &body).await;
+    let app = &verbs.app;
+    let (error, outcome) = match verbs
+        .run(move |_| parse::<ExtenderBindingArgs>(&body, "bind"))
+        .await
+    {
+        Ok(Ok(args)) => bind_reply(app, &args).await,
+        Ok(Err(e)) => (e, "bad_request"),
+        Err((_, e, outcome)) => (e, outcome),
+    };
     app.metrics
         .observe("bind", outcome, start.elapsed().as_secs_f64());
     Json(ExtenderBindingResult { error })
 }
 
-async fn bind_reply(app: &App, body: &[u8]) -> (String, &'static str) {
-    let args: ExtenderBindingArgs = match parse(body, "bind") {
-        Ok(a) => a,
-        Err(e) => return (e, "bad_request"),
-    };
+async fn bind_reply(app: &App, args: &ExtenderBindingArgs) -> (String, &'static str) {
     if !app.readiness.is_ready() {
         return (NOT_READY.into(), "not_ready");
     }
     let Some(binder) = &app.binder else {
         return ("this extender does not bind".into(), "bad_request");
     };
-    match binder.bind(&args).await {
+    let pod = format!("{}/{}", clip(&args.pod_namespace), clip(&args.pod_name));
+    let node = clip(&args.node);
+    match binder.bind(args).await {
         Ok(bound) => {
             app.metrics
                 .bind_conflicts
                 .inc_by(u64::from(bound.conflicts));
             if let Some(a) = &bound.assignment {
                 app.metrics.pods_placed.inc();
-                tracing::info!(pod = %format!("{}/{}", args.pod_namespace, args.pod_name), node = %args.node,
-                    assignment = %a.to_json(), "bound");
+                tracing::info!(%pod, %node, assignment = %a.to_json(), "bound");
             }
             (String::new(), "ok")
         }
         Err(e) => {
-            tracing::info!(pod = %format!("{}/{}", args.pod_namespace, args.pod_name), node = %args.node,
-                error = %e, "bind failed");
+            let error = clip_to(&e.to_string(), MESSAGE_LIMIT).to_string();
+            tracing::info!(%pod, %node, %error, "bind failed");
             if let crate::bind::BindError::Contended { attempts, .. } = &e {
                 app.metrics.bind_conflicts.inc_by(u64::from(*attempts));
             }
-            (e.to_string(), e.outcome())
+            (error, e.outcome())
         }
     }
 }
 
-async fn preempt(State(app): State<Arc<App>>, body: Bytes) -> Response {
+async fn preempt(State(verbs): State<Arc<Verbs>>, body: Bytes) -> Response {
     let start = Instant::now();
-    let reply = preempt_reply(&app, &body);
-    respond(&app, "preempt", start, reply)
+    let reply = verbs.run(move |app| preempt_reply(app, &body)).await;
+    respond(&verbs.app, "preempt", start, reply.and_then(|r| r))
 }
 
 /// Preemption: keep a candidate node, with kube-scheduler's victims, only

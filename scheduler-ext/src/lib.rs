@@ -9,13 +9,14 @@
 //! - [`cluster_state`]: the ledger of every node and pod, filter and prioritize;
 //! - [`bind`]: choosing GPUs and creating the Binding without double booking;
 //! - [`watch`]: kube-rs watches feeding the state, and readiness;
-//! - [`events`], [`metrics`], [`http`], [`config`], [`server`], [`cli`]: the
-//!   service around them.
+//! - [`events`], [`metrics`], [`http`], [`conn`], [`config`], [`server`],
+//!   [`cli`]: the service around them.
 
 pub mod bind;
 pub mod cli;
 pub mod cluster_state;
 pub mod config;
+pub mod conn;
 pub mod demand;
 pub mod events;
 pub mod http;

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -18,6 +18,7 @@ use kube::runtime::events::Reporter;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::RootCertStore;
@@ -27,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::bind::{BindConfig, Binder, Clock};
 use crate::cluster_state::ClusterState;
 use crate::config::Config;
+use crate::conn::{self, Deadlines};
 use crate::events::Events;
 use crate::http::{App, Limits, ops_router, router, verbs_router};
 use crate::metrics::Metrics;
@@ -137,6 +139,14 @@ impl Extender {
         let limits = Limits {
             body_bytes: config.body_limit_bytes,
             timeout: config.request_timeout,
+            ..Limits::default()
+        };
+        let conns = Connections {
+            deadlines: Deadlines {
+                header: config.request_timeout,
+                idle: Deadlines::IDLE,
+            },
+            max: config.max_connections,
         };
         let stop = CancellationToken::new();
         // With a separate metrics address, the verbs listener serves nothing
@@ -161,6 +171,7 @@ impl Extender {
                     ops_listener,
                     ops_router(app.clone()),
                     None,
+                    conns,
                     stop.clone(),
                     config.shutdown_grace,
                 ));
@@ -178,6 +189,7 @@ impl Extender {
             listener,
             routes,
             tls,
+            conns,
             stop.clone(),
             config.shutdown_grace,
         ));
@@ -291,16 +303,32 @@ struct Tls {
     handshake_timeout: Duration,
 }
 
+/// How many connections a listener holds, and their read deadlines.
+#[derive(Clone, Copy, Debug)]
+struct Connections {
+    deadlines: Deadlines,
+    /// Beyond this many open connections, new ones are closed on accept:
+    /// the deadlines bound how long any connection holds its place.
+    max: usize,
+}
+
+/// How often a full listener says so in the log.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
 /// Accepts connections until `stop`, then drains them for up to `grace`.
 async fn serve(
     listener: TcpListener,
     routes: Router,
     tls: Option<Tls>,
+    conns: Connections,
     stop: CancellationToken,
     grace: Duration,
 ) {
     let graceful = GracefulShutdown::new();
     let builder = auto::Builder::new(TokioExecutor::new());
+    let open = Arc::new(Semaphore::new(conns.max));
+    let mut refused = 0u64;
+    let mut last_refusal_log: Option<Instant> = None;
     loop {
         let (stream, peer) = tokio::select! {
             _ = stop.cancelled() => break,
@@ -313,16 +341,31 @@ async fn serve(
                 }
             },
         };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            drop(stream);
+            refused += 1;
+            if last_refusal_log.is_none_or(|t| t.elapsed() >= REFUSAL_LOG_INTERVAL) {
+                tracing::warn!(
+                    max = conns.max,
+                    refused,
+                    "connection limit reached; closing new connections"
+                );
+                last_refusal_log = Some(Instant::now());
+            }
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(routes.clone());
+        let routes = routes.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let tls = tls.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let result = match tls {
                 None => {
+                    let (io, tracker) = conn::guard(stream, conns.deadlines);
                     let conn = builder
-                        .serve_connection(TokioIo::new(stream), service)
+                        .serve_connection(TokioIo::new(io), tracked(routes, tracker))
                         .into_owned();
                     watcher.watch(conn).await
                 }
@@ -330,8 +373,9 @@ async fn serve(
                     let handshake = tls.acceptor.accept(stream);
                     match tokio::time::timeout(tls.handshake_timeout, handshake).await {
                         Ok(Ok(s)) => {
+                            let (io, tracker) = conn::guard(s, conns.deadlines);
                             let conn = builder
-                                .serve_connection(TokioIo::new(s), service)
+                                .serve_connection(TokioIo::new(io), tracked(routes, tracker))
                                 .into_owned();
                             watcher.watch(conn).await
                         }
@@ -355,5 +399,38 @@ async fn serve(
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("all requests finished"),
         _ = tokio::time::sleep(grace) => tracing::warn!(?grace, "grace period over; dropping connections"),
+    }
+}
+
+/// The router as a connection's service, telling the connection's tracker
+/// when each request's head has been read and when its response is ready.
+#[derive(Clone)]
+struct Tracked {
+    service: TowerToHyperService<Router>,
+    tracker: Arc<conn::Tracker>,
+}
+
+fn tracked(routes: Router, tracker: Arc<conn::Tracker>) -> Tracked {
+    Tracked {
+        service: TowerToHyperService::new(routes),
+        tracker,
+    }
+}
+
+type Answer = Result<axum::response::Response, std::convert::Infallible>;
+
+impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Tracked {
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + Send>>;
+
+    fn call(&self, request: hyper::Request<hyper::body::Incoming>) -> Self::Future {
+        let in_flight = self.tracker.request_started();
+        let response = self.service.call(request);
+        Box::pin(async move {
+            let response = response.await;
+            drop(in_flight);
+            response
+        })
     }
 }

@@ -3,6 +3,7 @@
 //! Binding order is the order pods are first seen; an initial list is
 //! ordered by creation time, as kubelet admits a batch.
 
+use proto::clip::{MESSAGE_LIMIT, clip, clip_to};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -33,7 +34,7 @@ fn container_requests(c: &Container) -> Option<ContainerRequests> {
                 Ok(n) => n,
                 Err(error) => {
                     // The API server admits only whole extended resources.
-                    tracing::warn!(container = %c.name, resource = %name, %error, "unreadable request");
+                    tracing::warn!(container = %clip(&c.name), resource = %clip(name), %error, "unreadable request");
                     return None;
                 }
             };
@@ -144,7 +145,7 @@ pub async fn run(
                 match record_from_pod(&p, &node, order_of(&uid, &mut seen)) {
                     Some(r) => {
                         if let AssignmentState::Invalid(why) = &r.assignment {
-                            tracing::warn!(pod = %format!("{}/{}", r.namespace, r.name), error = %why, "pod has an unusable gpupack assignment");
+                            tracing::warn!(pod = %format!("{}/{}", clip(&r.namespace), clip(&r.name)), error = %clip_to(why, MESSAGE_LIMIT), "pod has an unusable gpupack assignment");
                         }
                         handoff.update(|h| h.upsert(r));
                     }

@@ -5,6 +5,7 @@
 //! mismatch is logged, counted and recorded as a Kubernetes Event on the
 //! pod, once.
 
+use proto::clip::{MESSAGE_LIMIT, clip, clip_to};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -145,11 +146,17 @@ pub async fn run(v: Verifier, shutdown: CancellationToken) {
 }
 
 fn report(m: &Mismatch, metrics: &Metrics, client: Option<Client>, node: &str) {
-    let note = format!(
-        "container {} holds {} devices {:?}, but its gpupack assignment is {:?}",
-        m.container, m.resource, m.found, m.expected
+    let (found, expected) = (format!("{:?}", m.found), format!("{:?}", m.expected));
+    let (found, expected) = (
+        clip_to(&found, MESSAGE_LIMIT / 3),
+        clip_to(&expected, MESSAGE_LIMIT / 3),
     );
-    tracing::error!(pod = %m.pod, container = %m.container, resource = %m.resource, found = ?m.found, expected = ?m.expected, "handoff mismatch");
+    let note = format!(
+        "container {} holds {} devices {found}, but its gpupack assignment is {expected}",
+        clip(&m.container),
+        m.resource
+    );
+    tracing::error!(pod = %clip(&m.pod), container = %clip(&m.container), resource = %m.resource, %found, %expected, "handoff mismatch");
     metrics
         .handoff_mismatches
         .get_or_create(&ResourceLabels {
@@ -177,7 +184,8 @@ fn report(m: &Mismatch, metrics: &Metrics, client: Option<Client>, node: &str) {
         let ev = Event {
             type_: EventType::Warning,
             reason: "GpuAssignmentMismatch".into(),
-            note: Some(note.chars().take(1000).collect()),
+            // The API refuses a note over 1 kB.
+            note: Some(clip_to(&note, 1000).to_string()),
             action: "VerifyAllocation".into(),
             secondary: None,
         };

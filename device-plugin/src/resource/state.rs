@@ -81,7 +81,7 @@ pub fn spawn(
                     Some(cmd) => {
                         let resolved = resolve(&declared, &cmd.target);
                         if let Ok(uuid) = &resolved {
-                            tracing::info!(gpu = %uuid, unhealthy = ?cmd.unhealthy, "admin health override");
+                            tracing::info!(gpu = %uuid, unhealthy = ?cmd.unhealthy.as_deref().map(proto::clip::clip), "admin health override");
                             book.set_admin(uuid, cmd.unhealthy);
                         }
                         let _ = cmd.reply.send(resolved);
@@ -125,6 +125,9 @@ fn resolve(inv: &NodeInventory, target: &str) -> Result<String, String> {
     if known {
         Ok(target.to_string())
     } else {
-        Err(format!("no GPU or MIG instance with UUID {target}"))
+        Err(format!(
+            "no GPU or MIG instance with UUID {}",
+            proto::clip::clip(target)
+        ))
     }
 }

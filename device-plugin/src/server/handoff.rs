@@ -930,9 +930,10 @@ pub fn pick(shape: &Shape, available: &[String], must_include: &[String]) -> Opt
         *slot = slot.checked_sub(1)?;
         out.push(id.clone());
     }
+    let must: std::collections::HashSet<&str> = must_include.iter().map(String::as_str).collect();
     let mut avail: Vec<(DeviceId, &String)> = available
         .iter()
-        .filter(|id| !must_include.contains(id))
+        .filter(|id| !must.contains(id.as_str()))
         .filter_map(|id| DeviceId::parse(id).ok().map(|d| (d, id)))
         .collect();
     avail.sort();

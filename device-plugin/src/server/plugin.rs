@@ -7,11 +7,13 @@
 //! cache holds no request of the call's size, Allocate's while a call
 //! matches nothing.
 
+use std::collections::HashSet;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures::Stream;
+use proto::clip::{MESSAGE_LIMIT, clip, clip_to};
 use proto::deviceplugin::device_plugin_server::DevicePlugin;
 use proto::deviceplugin::{
     AllocateRequest, AllocateResponse, ContainerPreferredAllocationResponse, DevicePluginOptions,
@@ -171,10 +173,24 @@ impl DevicePlugin for DevicePluginService {
         request: Request<PreferredAllocationRequest>,
     ) -> Result<Response<PreferredAllocationResponse>, Status> {
         let snap = self.snapshot();
+        let rname = self.resource.name();
+        let known = known_devices(&snap, &self.resource);
+        // One deadline for the whole call: kubelet waits on it with none.
+        let deadline = tokio::time::Instant::now() + self.ctx.handoff_wait;
         let mut out = Vec::new();
         for req in request.into_inner().container_requests {
-            let available = req.available_device_i_ds;
-            let must = req.must_include_device_i_ds;
+            let must = checked_ids(&known, req.must_include_device_i_ds, &rname, "mustInclude")?;
+            let mut available =
+                checked_ids(&known, req.available_device_i_ds, &rname, "available")?;
+            // kubelet's must-include devices are among the available ones;
+            // keep them there for a caller that leaves them out.
+            let listed: HashSet<&str> = available.iter().map(String::as_str).collect();
+            let missing: Vec<String> = must
+                .iter()
+                .filter(|id| !listed.contains(id.as_str()))
+                .cloned()
+                .collect();
+            available.extend(missing);
             let size = usize::try_from(req.allocation_size).unwrap_or(0);
             let n = u32::try_from(size).unwrap_or(0);
             // kubelet admits a pod as soon as its own watch shows it bound;
@@ -183,7 +199,6 @@ impl DevicePlugin for DevicePluginService {
             // other than the assigned ones, and Allocate would have to
             // refuse them. So, like Allocate, wait (bounded) for the pod
             // cache while it holds no request this call could be for.
-            let deadline = tokio::time::Instant::now() + self.ctx.handoff_wait;
             let (steered, aligned) = loop {
                 let notified = self.ctx.handoff.changed.notified();
                 tokio::pin!(notified);
@@ -220,7 +235,7 @@ impl DevicePlugin for DevicePluginService {
             };
             let ids = match (steered, aligned) {
                 (Some((key, ids)), _) => {
-                    tracing::debug!(resource = %self.resource.name(), pod_uid = %key.uid, container = %key.container, "steering to assigned devices");
+                    tracing::debug!(resource = %rname, pod_uid = %clip(&key.uid), container = %clip(&key.container), "steering to assigned devices");
                     ids
                 }
                 (None, Some(ids)) => ids,
@@ -245,21 +260,16 @@ impl DevicePlugin for DevicePluginService {
     ) -> Result<Response<AllocateResponse>, Status> {
         let snap = self.snapshot();
         let rname = self.resource.name();
-        let known: std::collections::HashSet<String> =
-            devices::devices(&snap.inventory, &self.resource)
-                .into_iter()
-                .map(|d| d.id.to_string())
-                .collect();
+        let known = known_devices(&snap, &self.resource);
+        let deadline = tokio::time::Instant::now() + self.ctx.handoff_wait;
         let mut responses = Vec::new();
         for req in request.into_inner().container_requests {
             let ids = req.devices_ids;
-            if let Some(bad) = ids.iter().find(|id| !known.contains(*id)) {
+            if let Err(refusal) = check_allocation(&known, &ids, &rname) {
                 self.ctx.metrics.allocation(&rname, "refused");
-                return Err(Status::invalid_argument(format!(
-                    "{bad} is not a device of {rname} on this node"
-                )));
+                return Err(refusal);
             }
-            let deadline = tokio::time::Instant::now() + self.ctx.handoff_wait;
+            let devices = clip_to(&ids.join(","), MESSAGE_LIMIT).to_string();
             let outcome = loop {
                 let notified = self.ctx.handoff.changed.notified();
                 tokio::pin!(notified);
@@ -278,17 +288,19 @@ impl DevicePlugin for DevicePluginService {
             };
             let plan = match outcome {
                 AllocateOutcome::Assigned { key, plan } => {
-                    tracing::info!(resource = %rname, pod_uid = %key.uid, container = %key.container, devices = %ids.join(","), "allocated assigned devices");
+                    let (pod_uid, container) = (clip(&key.uid), clip(&key.container));
+                    tracing::info!(resource = %rname, %pod_uid, %container, %devices, "allocated assigned devices");
                     self.ctx.metrics.allocation(&rname, "assigned");
                     plan
                 }
                 AllocateOutcome::Unassigned { key, plan } => {
-                    tracing::info!(resource = %rname, pod_uid = %key.uid, container = %key.container, devices = %ids.join(","), "allocated kubelet's choice to a pod without assignment");
+                    let (pod_uid, container) = (clip(&key.uid), clip(&key.container));
+                    tracing::info!(resource = %rname, %pod_uid, %container, %devices, "allocated kubelet's choice to a pod without assignment");
                     self.ctx.metrics.allocation(&rname, "unassigned");
                     plan
                 }
                 AllocateOutcome::Unknown { plan } => {
-                    tracing::warn!(resource = %rname, devices = %ids.join(","), "allocated kubelet's choice to a pod not (yet) in the pod cache");
+                    tracing::warn!(resource = %rname, %devices, "allocated kubelet's choice to a pod not (yet) in the pod cache");
                     self.ctx.metrics.allocation(&rname, "unknown");
                     plan
                 }
@@ -299,6 +311,7 @@ impl DevicePlugin for DevicePluginService {
                     return Err(Status::failed_precondition(reason));
                 }
                 AllocateOutcome::Refused { reason } => {
+                    let reason = clip_to(&reason, MESSAGE_LIMIT).to_string();
                     tracing::warn!(resource = %rname, %reason, "refused Allocate");
                     self.ctx.metrics.allocation(&rname, "refused");
                     return Err(Status::failed_precondition(reason));
@@ -325,6 +338,71 @@ impl DevicePlugin for DevicePluginService {
     }
 }
 
+/// The IDs of `resource`'s devices on the node.
+fn known_devices(snap: &Snapshot, resource: &Resource) -> HashSet<String> {
+    devices::devices(&snap.inventory, resource)
+        .into_iter()
+        .map(|d| d.id.to_string())
+        .collect()
+}
+
+/// kubelet's `ids` for `field` of a GetPreferredAllocation call, each once
+/// in first-seen order; an ID that is no device of the resource is refused,
+/// as an answer may only name devices the plugin advertised.
+fn checked_ids(
+    known: &HashSet<String>,
+    ids: Vec<String>,
+    rname: &str,
+    field: &str,
+) -> Result<Vec<String>, Status> {
+    let mut seen: HashSet<&str> = HashSet::with_capacity(ids.len().min(known.len()));
+    for id in &ids {
+        if !known.contains(id) {
+            return Err(Status::invalid_argument(format!(
+                "{field}: {} is not a device of {rname} on this node",
+                clip(id)
+            )));
+        }
+        seen.insert(id.as_str());
+    }
+    if seen.len() == ids.len() {
+        return Ok(ids);
+    }
+    let mut kept: HashSet<&str> = HashSet::with_capacity(seen.len());
+    Ok(ids
+        .iter()
+        .filter(|id| kept.insert(id.as_str()))
+        .cloned()
+        .collect())
+}
+
+/// An Allocate request's device IDs: at least one, each a device of the
+/// resource, none twice (kubelet never sends a device twice; counting one
+/// twice would hand a container less than it was promised).
+fn check_allocation(known: &HashSet<String>, ids: &[String], rname: &str) -> Result<(), Status> {
+    if ids.is_empty() {
+        return Err(Status::invalid_argument(format!(
+            "Allocate of {rname} names no device"
+        )));
+    }
+    let mut seen: HashSet<&str> = HashSet::with_capacity(ids.len().min(known.len()));
+    for id in ids {
+        if !known.contains(id) {
+            return Err(Status::invalid_argument(format!(
+                "{} is not a device of {rname} on this node",
+                clip(id)
+            )));
+        }
+        if !seen.insert(id.as_str()) {
+            return Err(Status::invalid_argument(format!(
+                "device {} of {rname} is listed twice",
+                clip(id)
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The options every gpupack resource registers with.
 pub fn options() -> DevicePluginOptions {
     DevicePluginOptions {
@@ -332,3 +410,6 @@ pub fn options() -> DevicePluginOptions {
         get_preferred_allocation_available: true,
     }
 }
+
+#[cfg(test)]
+mod tests;

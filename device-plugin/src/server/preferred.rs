@@ -4,7 +4,7 @@
 //! counting NVSwitch), and memory units are packed onto as few GPUs as
 //! possible, best fit first.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use proto::inventory::{LinkLevel, NodeInventory};
 use proto::resources::DeviceId;
@@ -143,9 +143,10 @@ pub fn memory_units(available: &[String], must_include: &[String], size: usize) 
         out.truncate(size);
         return out;
     }
+    let must: HashSet<&str> = must_include.iter().map(String::as_str).collect();
     let rest: Vec<String> = available
         .iter()
-        .filter(|id| !must_include.contains(id))
+        .filter(|id| !must.contains(id.as_str()))
         .cloned()
         .collect();
     let by_gpu = group(&rest);
@@ -177,9 +178,10 @@ pub fn memory_units(available: &[String], must_include: &[String], size: usize) 
 /// Any `size` devices, must-include first, in a stable order (MIG).
 pub fn first_available(available: &[String], must_include: &[String], size: usize) -> Vec<String> {
     let mut out: Vec<String> = must_include.to_vec();
+    let must: HashSet<&str> = must_include.iter().map(String::as_str).collect();
     let mut rest: Vec<&String> = available
         .iter()
-        .filter(|id| !must_include.contains(id))
+        .filter(|id| !must.contains(id.as_str()))
         .collect();
     rest.sort();
     out.extend(rest.into_iter().cloned());
