@@ -455,15 +455,23 @@ fn model_spec(
 ) -> Result<Arc<ModelSpec>, DemandError> {
     use proto::annotations as ann;
     let named = estimator::quantization_named_in(&m.model);
-    if let Ok(entry) = estimator::lookup(&m.model)
-        && (named.is_none() || m.quantization.is_some())
-    {
-        return Ok(Arc::new(entry.spec()));
+    match estimator::lookup(&m.model) {
+        Ok(entry) if named.is_none() || m.quantization.is_some() => {
+            return Ok(Arc::new(entry.spec()));
+        }
+        // Refused before any matching or fetching: no model id is that long.
+        Err(e @ estimator::EstimateError::NameTooLong { .. }) => {
+            return Err(DemandError::Estimate {
+                model: clip(&m.model).to_string(),
+                problem: e.to_string(),
+            });
+        }
+        _ => {}
     }
     match models.lookup(&m.model) {
         Lookup::Ready(spec) => Ok(spec),
         Lookup::Pending { last_error } => Err(DemandError::ModelPending {
-            model: m.model.clone(),
+            model: clip(&m.model).to_string(),
             last_error,
         }),
         Lookup::Failed { error, retry_in } => {
@@ -478,12 +486,12 @@ fn model_spec(
             // A lookup that never retries (offline) makes the model unknown.
             if retry_in == std::time::Duration::MAX {
                 return Err(DemandError::Estimate {
-                    model: m.model.clone(),
+                    model: clip(&m.model).to_string(),
                     problem: format!("{error}{hint}"),
                 });
             }
             Err(DemandError::ModelUnavailable {
-                model: m.model.clone(),
+                model: clip(&m.model).to_string(),
                 reason: error,
                 hint,
                 retry_in_seconds: retry_in.as_secs().min(24 * 3600),
