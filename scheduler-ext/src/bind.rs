@@ -308,13 +308,17 @@ impl Binder {
                 tracing::warn!(node = %args.node, error = %e, "unreadable reservations; expiry bounds what they held, overwriting");
                 Reservations::empty()
             });
-            // Entries of pods bound, deleted or finished hold nothing.
+            // Entries of pods deleted or finished hold nothing. Bound pods
+            // are told by the list read after the object (`on_node`), never
+            // by the watch, which may be newer than that list: an entry
+            // pruned for a pod the list still shows unbound would escape
+            // both the reservations and the pods awaiting admission.
             let settled: std::collections::HashSet<String> = {
                 let s = self.state.read().unwrap_or_else(|e| e.into_inner());
                 reservations
                     .pods
                     .keys()
-                    .filter(|u| s.is_settled(u))
+                    .filter(|u| s.is_gone(u))
                     .cloned()
                     .collect()
             };
@@ -452,7 +456,7 @@ impl Binder {
             }
             let settled: std::collections::HashSet<String> = {
                 let s = self.state.read().unwrap_or_else(|e| e.into_inner());
-                r.pods.keys().filter(|u| s.is_settled(u)).cloned().collect()
+                r.pods.keys().filter(|u| s.is_gone(u)).cloned().collect()
             };
             r.prune((self.clock)(), |u| settled.contains(u));
             let rv = inv.resource_version().unwrap_or_default();

@@ -448,7 +448,14 @@ impl ClusterState {
     /// Whether a reservation for this pod UID holds nothing: the pod is
     /// bound (its assignment holds instead), or deleted or finished.
     pub fn is_settled(&self, uid: &str) -> bool {
-        self.bound_uids.contains_key(uid) || self.settled.contains_key(uid)
+        self.bound_uids.contains_key(uid) || self.is_gone(uid)
+    }
+
+    /// Whether the pod was seen deleted or finished (or bound without an
+    /// assignment): it will never be admitted with GPUs. Unlike a bound
+    /// pod, it needs no check against the node's pod list.
+    pub fn is_gone(&self, uid: &str) -> bool {
+        self.settled.contains_key(uid)
     }
 
     /// Replaces every pod holding (after a re-list); pending reservations stay.
