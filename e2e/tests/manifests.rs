@@ -64,6 +64,10 @@ fn scheduler_configuration_passes_kube_scheduler_validation() {
         assert_eq!(config.extenders.len(), 1, "{overlay}");
         let ext = &config.extenders[0];
         assert!(!ext.bind_verb.is_empty(), "the gpupack extender binds");
+        assert_eq!(
+            ext.preempt_verb, "preempt",
+            "{overlay}: kube-scheduler's preemption cannot see per-GPU memory without the extender"
+        );
         assert!(!ext.filter_verb.is_empty() && !ext.prioritize_verb.is_empty());
         assert!(ext.weight > 0);
         assert!(ext.node_cache_capable);

@@ -110,13 +110,13 @@ pub enum LedgerError {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Entry {
-    node: NodeId,
-    alloc: Allocation,
+pub(crate) struct Entry {
+    pub(crate) node: NodeId,
+    pub(crate) alloc: Allocation,
     /// Positions of the granted devices, for exact release.
-    takes: Vec<Take>,
+    pub(crate) takes: Vec<Take>,
     /// `Some(t)`: a reservation that lapses at caller time `t`.
-    expires_at: Option<u64>,
+    pub(crate) expires_at: Option<u64>,
 }
 
 /// The placement ledger.
@@ -125,7 +125,7 @@ pub struct Ledger {
     nodes: Vec<Option<NodeState>>,
     by_name: HashMap<String, NodeId>,
     models: Vec<String>,
-    pods: HashMap<PodKey, Entry>,
+    pub(crate) pods: HashMap<PodKey, Entry>,
     /// Set: [`Ledger::decide`] breaks equal scores by a fixed node order
     /// drawn from this seed instead of at random.
     tie_seed: Option<u64>,
@@ -262,7 +262,7 @@ impl Ledger {
         self.by_name.len()
     }
 
-    fn node(&self, id: NodeId) -> Option<&NodeState> {
+    pub(crate) fn node(&self, id: NodeId) -> Option<&NodeState> {
         self.nodes.get(id.0 as usize).and_then(Option::as_ref)
     }
 
@@ -391,7 +391,12 @@ impl Ledger {
         })
     }
 
-    fn allocation(&self, n: &NodeState, prep: &Prepared<'_>, plan: &fit::Plan) -> Allocation {
+    pub(crate) fn allocation(
+        &self,
+        n: &NodeState,
+        prep: &Prepared<'_>,
+        plan: &fit::Plan,
+    ) -> Allocation {
         Allocation {
             node: n.name.clone(),
             containers: prep

@@ -13,6 +13,9 @@
 //!    back exactly.
 //!
 //! [`Ledger::decide`] does 2–4 over all nodes at once, for simulation.
+//!
+//! When a pod fits nowhere, [`Ledger::select_victims`] names the cheapest
+//! minimal set of lower-priority pods whose eviction makes room on a node.
 
 mod demand;
 mod fgd;
@@ -20,6 +23,7 @@ mod fit;
 mod ledger;
 mod model;
 mod policy;
+mod preempt;
 mod state;
 mod topology;
 
@@ -35,3 +39,7 @@ pub use model::{
     PcieLevel, model_matches,
 };
 pub use policy::{Policy, Scorer, UnknownPolicy};
+pub use preempt::{
+    Candidate, DisruptionBudget, Preemption, PreemptionCost, PreemptionError, PreemptionQuery,
+    SEARCH_STEPS,
+};

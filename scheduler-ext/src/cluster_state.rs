@@ -14,8 +14,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use placement::{
-    Allocation, GpuNeed, Ledger, MemoryNeed, NodeId, PodDemand, PodKey, Policy, Scorer,
-    TypicalPods, scale_scores,
+    Allocation, Candidate, GpuNeed, Ledger, MemoryNeed, NodeId, PodDemand, PodKey, Policy,
+    PreemptionQuery, Scorer, TypicalPods, scale_scores,
 };
 use proto::assignment::PodAssignment;
 use proto::extender::{HostPriority, MAX_EXTENDER_PRIORITY};
@@ -75,6 +75,8 @@ pub struct ClusterState {
     bound: HashMap<PodKey, PodAssignment>,
     /// Bound pods by UID, to tell reservations of bound pods apart.
     bound_uids: HashMap<String, PodKey>,
+    /// Bound pods' priorities (`spec.priority`), to rank preemption victims.
+    priorities: HashMap<PodKey, i32>,
     /// Pods seen deleted, finished or bound without an assignment, by UID,
     /// with the time they were: their reservations, still listed in a
     /// node's annotation until they expire or are pruned, hold nothing.
@@ -214,6 +216,7 @@ impl ClusterState {
             invalid: HashMap::new(),
             bound: HashMap::new(),
             bound_uids: HashMap::new(),
+            priorities: HashMap::new(),
             settled: HashMap::new(),
             now: 0,
             sigs: HashMap::new(),
@@ -407,6 +410,7 @@ impl ClusterState {
                 if self.bound.remove(&key).is_some() {
                     self.bound_uids.remove(&key.uid);
                 }
+                self.priorities.remove(&key);
                 // Bound without an assignment, or finished: whatever a
                 // reservation held for it is free.
                 self.release(&key);
@@ -436,6 +440,7 @@ impl ClusterState {
     /// A pod was deleted: it holds nothing any more, reserved or bound.
     pub fn remove_pod(&mut self, key: &PodKey) {
         self.bound.remove(key);
+        self.priorities.remove(key);
         self.bound_uids.remove(&key.uid);
         self.release(key);
         self.settle(&key.uid);
@@ -616,34 +621,74 @@ impl ClusterState {
         }
     }
 
-    /// Whether the pod would fit on `node` once the pods with these UIDs
-    /// are gone (preemption); otherwise why not.
-    pub fn fits_after_evicting(
+    /// Records a bound pod's priority (`spec.priority`; none is 0), which
+    /// ranks it as a preemption victim.
+    pub fn note_priority(&mut self, key: &PodKey, priority: Option<i32>) {
+        self.priorities.insert(key.clone(), priority.unwrap_or(0));
+    }
+
+    /// kube-scheduler's victims on `node` for a pod of `priority`, trimmed
+    /// to the cheapest set that frees GPUs the pod fits on (see
+    /// [`Ledger::select_victims`]), or why evicting them all is not enough.
+    ///
+    /// The extender judges GPUs only: victims holding no GPU here were
+    /// chosen by kube-scheduler for what it judges (CPU, memory, ports) and
+    /// are kept. A victim whose priority is unknown is ranked just below the
+    /// preemptor, as kube-scheduler offers only lower-priority pods, so
+    /// victims known to rank lower are preferred.
+    pub fn trim_victims(
         &self,
         node: &str,
         needs: &PodNeeds,
-        victims: &std::collections::HashSet<&str>,
-    ) -> Result<(), String> {
+        priority: i32,
+        victims: &[&str],
+    ) -> Result<Vec<String>, String> {
         let Some(entry) = self.nodes.get(node) else {
-            return Err("no GPU inventory".into());
+            return Err(self.missing(node).0);
         };
         if needs.is_empty() {
-            return Ok(());
+            return Ok(victims.iter().map(|v| v.to_string()).collect());
         }
-        let mut ledger = Ledger::new();
-        let (id, _) = ledger
-            .upsert_node(&node_spec(&entry.inventory))
-            .map_err(|e| e.to_string())?;
-        for (key, alloc) in self.ledger.pods() {
-            if alloc.node == node && !victims.contains(key.uid.as_str()) {
-                ledger
-                    .adopt(key.clone(), alloc.clone())
-                    .map_err(|e| e.to_string())?;
+        let Some(id) = self.ledger.node_id(node) else {
+            return Err(self.missing(node).0);
+        };
+        // Bound pods, and pods whose bind is in flight (kube-scheduler has
+        // assumed them there), by UID.
+        let here: HashMap<&str, &PodKey> = self
+            .ledger
+            .pods()
+            .filter(|(_, a)| a.node == node)
+            .map(|(k, _)| (k.uid.as_str(), k))
+            .collect();
+        let mut kept = Vec::new();
+        let mut candidates = Vec::new();
+        for &uid in victims {
+            match here.get(uid) {
+                Some(&key) => candidates.push(Candidate {
+                    pod: key.clone(),
+                    priority: self
+                        .priorities
+                        .get(key)
+                        .copied()
+                        .unwrap_or(priority.saturating_sub(1)),
+                    budgets: Vec::new(),
+                }),
+                None => kept.push(uid.to_string()),
             }
         }
         let demand = needs.demand(entry.inventory.memory_unit_bytes);
-        let prep = ledger.prepare(&demand);
-        ledger.check(id, &prep).map_err(|u| u.to_string())
+        let prep = self.ledger.prepare(&demand);
+        let query = PreemptionQuery {
+            priority,
+            candidates: &candidates,
+            budgets: &[],
+        };
+        let chosen = self
+            .ledger
+            .select_victims(id, &prep, &query)
+            .map_err(|e| e.to_string())?;
+        kept.extend(chosen.victims.into_iter().map(|k| k.uid));
+        Ok(kept)
     }
 
     /// The pod's memory unit on a node (for bind).
@@ -961,12 +1006,30 @@ mod tests {
     }
 
     #[test]
-    fn preemption_checks_the_node_without_the_victims() {
-        let mut s = state(&[("a", 1)]);
-        bind(&mut s, "a", "x", 1, None);
-        let n = needs(1, None);
-        assert!(s.fits_after_evicting("a", &n, &Default::default()).is_err());
-        assert!(s.fits_after_evicting("a", &n, &["x"].into()).is_ok());
+    fn preemption_trims_victims_to_those_that_free_the_gpus_needed() {
+        let mut s = state(&[("a", 2)]);
+        // x and y share GPU 0 or 1; z holds the other GPU's memory.
+        bind(&mut s, "a", "x", 1, Some(30));
+        bind(&mut s, "a", "y", 1, Some(30));
+        bind(&mut s, "a", "z", 1, Some(70));
+        for (uid, prio) in [("x", 5), ("y", 5), ("z", 1)] {
+            s.note_priority(&PodKey::new("ns", uid, uid), Some(prio));
+        }
+        let n = needs(1, Some(60));
+        let kept = s
+            .trim_victims("a", &n, 10, &["x", "y", "z", "no-gpu"])
+            .unwrap();
+        assert_eq!(
+            kept,
+            vec!["no-gpu".to_string(), "z".to_string()],
+            "the lowest-priority holder goes; a victim holding no GPU is kube-scheduler's call"
+        );
+        let why = s.trim_victims("a", &n, 10, &[]).unwrap_err();
+        assert!(why.contains("0 of them"), "{why}");
+        // Equal priority is never evicted, whatever kube-scheduler offers.
+        let why = s.trim_victims("a", &n, 1, &["z"]).unwrap_err();
+        assert!(why.contains("0 of them"), "{why}");
+        assert!(s.trim_victims("b", &n, 10, &["z"]).is_err(), "unknown node");
     }
 
     proptest! {

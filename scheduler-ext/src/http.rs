@@ -9,7 +9,7 @@
 //! the body, so the verbs answer problems with 200 and the reply's own
 //! `Error` field, which it logs and reports on the pod.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
 use proto::clip::{MESSAGE_LIMIT, clip, clip_to};
 use proto::extender::{
     ExtenderArgs, ExtenderBindingArgs, ExtenderBindingResult, ExtenderFilterResult,
@@ -396,11 +397,14 @@ async fn preempt(State(verbs): State<Arc<Verbs>>, body: Bytes) -> Response {
     respond(&verbs.app, "preempt", start, reply.and_then(|r| r))
 }
 
-/// Preemption: keep a candidate node, with kube-scheduler's victims, only
-/// if evicting those victims frees GPUs the pod fits on. Victims are never
-/// added or changed, so the answer can only narrow kube-scheduler's choice.
+/// Preemption: for each candidate node, kube-scheduler's victims trimmed to
+/// the cheapest set whose eviction frees GPUs the pod fits on (fewest and
+/// lowest-priority victims, least GPU memory disrupted); a node where even
+/// all of them free too little is dropped. Victims are only ever removed,
+/// never added, and never one of equal or higher priority than the pod.
 pub fn preempt_reply(app: &App, body: &[u8]) -> Result<ExtenderPreemptionResult, Refusal> {
     let (args, needs) = accept(app, body, "preempt", |a: &ExtenderPreemptionArgs| &a.pod)?;
+    let priority = args.pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
     let candidates: BTreeMap<String, MetaVictims> =
         match (args.node_name_to_meta_victims, args.node_name_to_victims) {
             (Some(meta), _) => meta,
@@ -424,14 +428,37 @@ pub fn preempt_reply(app: &App, body: &[u8]) -> Result<ExtenderPreemptionResult,
                 .collect(),
             (None, None) => BTreeMap::new(),
         };
+    let pod = format!(
+        "{}/{}",
+        args.pod.namespace().unwrap_or_default(),
+        args.pod.name_any()
+    );
     let state = app.read();
-    let kept = candidates
-        .into_iter()
-        .filter(|(node, victims)| {
-            let uids: HashSet<&str> = victims.pods.iter().map(|p| p.uid.as_str()).collect();
-            state.fits_after_evicting(node, &needs, &uids).is_ok()
-        })
-        .collect();
+    let mut kept = BTreeMap::new();
+    for (node, victims) in candidates {
+        let uids: Vec<&str> = victims.pods.iter().map(|p| p.uid.as_str()).collect();
+        match state.trim_victims(&node, &needs, priority, &uids) {
+            Ok(trimmed) => {
+                let spared = uids.len().saturating_sub(trimmed.len());
+                app.metrics.preemption(true, trimmed.len(), spared);
+                tracing::debug!(%pod, %node, offered = uids.len(), kept = trimmed.len(), "preemption victims trimmed");
+                // Fewer victims never violate more budgets; the extender
+                // does not know which ones kube-scheduler counted.
+                let violations = victims.num_pdb_violations.min(trimmed.len() as i64);
+                kept.insert(
+                    node,
+                    MetaVictims {
+                        pods: trimmed.into_iter().map(|uid| MetaPod { uid }).collect(),
+                        num_pdb_violations: violations,
+                    },
+                );
+            }
+            Err(reason) => {
+                app.metrics.preemption(false, 0, uids.len());
+                tracing::debug!(%pod, %node, %reason, "preemption on node would not make room");
+            }
+        }
+    }
     Ok(ExtenderPreemptionResult {
         node_name_to_meta_victims: kept,
     })

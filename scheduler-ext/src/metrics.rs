@@ -27,6 +27,11 @@ pub struct VerbLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    pub decision: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct NodeLabels {
     pub node: String,
 }
@@ -44,6 +49,10 @@ pub struct Metrics {
     pub pods_placed: Counter,
     pub bind_conflicts: Counter,
     pub pods_requeued: Counter,
+    /// kube-scheduler's preemption victims, by whether the extender kept or spared them.
+    pub preemption_victims: Family<DecisionLabels, Counter>,
+    /// Candidate nodes of kube-scheduler's preemption, by whether the extender kept or dropped them.
+    pub preemption_nodes: Family<DecisionLabels, Counter>,
     pub state_problems: Family<ProblemLabels, Counter>,
     pub gpu_memory_allocated: Family<NodeLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
     pub gpu_memory_free: Family<NodeLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
@@ -93,6 +102,18 @@ impl Metrics {
             "Pending pods kube-scheduler failed while the extender was unreachable, re-queued once it was back",
             pods_requeued.clone(),
         );
+        let preemption_victims = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "preemption_victims",
+            "Victims kube-scheduler proposed for preemption, by decision: kept (evicting them frees GPUs the pod needs) or spared (not needed)",
+            preemption_victims.clone(),
+        );
+        let preemption_nodes = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "preemption_nodes",
+            "Candidate nodes of kube-scheduler's preemption, by decision: kept, or dropped (evicting every proposed victim frees too little GPU)",
+            preemption_nodes.clone(),
+        );
         let state_problems = Family::<ProblemLabels, Counter>::default();
         registry.register(
             "state_problems",
@@ -126,12 +147,27 @@ impl Metrics {
             pods_placed,
             bind_conflicts,
             pods_requeued,
+            preemption_victims,
+            preemption_nodes,
             state_problems,
             gpu_memory_allocated,
             gpu_memory_free,
             fragmentation,
             nodes,
         }
+    }
+
+    /// Counts one node's preemption decision and its victims.
+    pub fn preemption(&self, kept_node: bool, kept: usize, spared: usize) {
+        let decision = |d: &str| DecisionLabels { decision: d.into() };
+        let node = if kept_node { "kept" } else { "dropped" };
+        self.preemption_nodes.get_or_create(&decision(node)).inc();
+        self.preemption_victims
+            .get_or_create(&decision("kept"))
+            .inc_by(kept as u64);
+        self.preemption_victims
+            .get_or_create(&decision("spared"))
+            .inc_by(spared as u64);
     }
 
     /// Counts one finished request.

@@ -154,6 +154,7 @@ async fn watch_pods(client: Client, feeds: Feeds) {
             Ok(Event::Init) => buffer.clear(),
             Ok(Event::InitApply(p)) => {
                 if let (Some(key), Some(a)) = (pod_key(&p), assignment(&p)) {
+                    feeds.write().note_priority(&key, priority(&p));
                     buffer.push((key, a));
                 }
             }
@@ -165,7 +166,13 @@ async fn watch_pods(client: Client, feeds: Feeds) {
             }
             Ok(Event::Apply(p)) => {
                 if let Some(key) = pod_key(&p) {
-                    let problems = feeds.write().apply_pod(key, assignment(&p));
+                    let mut state = feeds.write();
+                    let held = assignment(&p);
+                    if held.is_some() {
+                        state.note_priority(&key, priority(&p));
+                    }
+                    let problems = state.apply_pod(key, held);
+                    drop(state);
                     feeds.report(problems);
                 }
             }
@@ -177,6 +184,11 @@ async fn watch_pods(client: Client, feeds: Feeds) {
             Err(e) => tracing::warn!(error = %e, "pod watch failed; retrying"),
         }
     }
+}
+
+/// The pod's priority, as admission resolved it from its PriorityClass.
+fn priority(p: &Pod) -> Option<i32> {
+    p.spec.as_ref().and_then(|s| s.priority)
 }
 
 /// The assignment a pod holds, logging unreadable ones.

@@ -127,21 +127,25 @@ async fn preempt_keeps_only_nodes_where_the_victims_free_enough() {
         r["NodeNames"] == json!([])
     })
     .await;
+    // The holder has no priority (0); the preemptor outranks it.
+    let mut urgent = filter["Pod"].clone();
+    urgent["spec"]["priority"] = json!(100_000);
     let body = json!({
-        "Pod": filter["Pod"],
+        "Pod": urgent,
         "NodeNameToVictims": null,
         "NodeNameToMetaVictims": {
-            NODE_OK: {"Pods": [{"UID": uid}], "NumPDBViolations": 0},
+            NODE_OK: {"Pods": [{"UID": uid}, {"UID": "holds-no-gpu"}], "NumPDBViolations": 1},
             NODE_NEVER: {"Pods": [], "NumPDBViolations": 0},
         }
     });
     let r = post(&ext, "/preempt", &body.to_string()).await;
     assert_eq!(
         r,
-        json!({"NodeNameToMetaVictims": {NODE_OK: {"Pods": [{"UID": uid}], "NumPDBViolations": 0}}})
+        json!({"NodeNameToMetaVictims": {NODE_OK: {"Pods": [{"UID": "holds-no-gpu"}, {"UID": uid}], "NumPDBViolations": 1}}}),
+        "the GPU holder is needed; a victim holding no GPU is kube-scheduler's call"
     );
     let body = json!({
-        "Pod": filter["Pod"], "NodeNameToVictims": null,
+        "Pod": urgent, "NodeNameToVictims": null,
         "NodeNameToMetaVictims": {NODE_OK: {"Pods": [], "NumPDBViolations": 0}}
     });
     let r = post(&ext, "/preempt", &body.to_string()).await;
@@ -150,6 +154,17 @@ async fn preempt_keeps_only_nodes_where_the_victims_free_enough() {
         json!({"NodeNameToMetaVictims": {}}),
         "evicting nobody frees nothing"
     );
+    let body = json!({
+        "Pod": filter["Pod"], "NodeNameToVictims": null,
+        "NodeNameToMetaVictims": {NODE_OK: {"Pods": [{"UID": uid}], "NumPDBViolations": 0}}
+    });
+    // Until the pod watch reports the holder bound, its priority is
+    // unknown and kube-scheduler's word (lower) stands; then it is known.
+    eventually("a pod of equal priority is never a victim", || async {
+        let r = post(&ext, "/preempt", &body.to_string()).await;
+        r == json!({"NodeNameToMetaVictims": {}})
+    })
+    .await;
     ext.shutdown().await;
 }
 
