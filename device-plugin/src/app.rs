@@ -62,7 +62,7 @@ pub struct Running {
     /// Cancel to stop everything.
     pub shutdown: CancellationToken,
     /// True while registered with kubelet.
-    pub ready: watch::Receiver<bool>,
+    pub ready: watch::Receiver<registration::Readiness>,
     /// True once the pod cache has synced with the API server.
     pub pods_synced: watch::Receiver<bool>,
     /// The node state.
@@ -163,7 +163,7 @@ pub async fn start(cfg: Config, backend: Box<dyn GpuBackend>) -> anyhow::Result<
         }));
     }
 
-    let (ready_tx, ready_rx) = watch::channel(false);
+    let (ready_tx, ready_rx) = watch::channel(registration::Readiness::Unregistered);
     let registrar = tokio::spawn(registration::run(
         cfg.device_plugin_dir.clone(),
         plugin_ctx,

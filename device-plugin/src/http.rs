@@ -23,15 +23,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 use crate::resource::state::{AdminCommand, Snapshot};
+use crate::server::registration::Readiness;
 
 #[derive(Clone)]
 struct Ops {
     metrics: Arc<Metrics>,
-    ready: watch::Receiver<bool>,
+    ready: watch::Receiver<Readiness>,
 }
 
 /// The cluster-facing router.
-pub fn ops_router(metrics: Arc<Metrics>, ready: watch::Receiver<bool>) -> Router {
+pub fn ops_router(metrics: Arc<Metrics>, ready: watch::Receiver<Readiness>) -> Router {
     Router::new()
         .route(
             "/metrics",
@@ -49,13 +50,16 @@ pub fn ops_router(metrics: Arc<Metrics>, ready: watch::Receiver<bool>) -> Router
         .route(
             "/readyz",
             get(|State(s): State<Ops>| async move {
-                if *s.ready.borrow() {
-                    (StatusCode::OK, "registered with kubelet")
-                } else {
-                    (
+                let state = s.ready.borrow().clone();
+                match state {
+                    Readiness::Registered => {
+                        (StatusCode::OK, "registered with kubelet".to_string())
+                    }
+                    Readiness::Unregistered => (
                         StatusCode::SERVICE_UNAVAILABLE,
-                        "not registered with kubelet",
-                    )
+                        "not registered with kubelet".to_string(),
+                    ),
+                    Readiness::KubeletSilent(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason),
                 }
             }),
         )

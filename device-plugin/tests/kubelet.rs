@@ -238,7 +238,7 @@ async fn waits_for_a_kubelet_that_is_not_up_yet() {
     ))
     .await;
     tokio::time::sleep(Duration::from_millis(700)).await;
-    assert!(!*plugin.ready.borrow());
+    assert!(!plugin.ready.borrow().is_ready());
     let (status, _) = http_get(plugin.http_addr, "/readyz").await;
     assert_eq!(status, 503);
     let t = Instant::now();
@@ -357,5 +357,43 @@ async fn without_kubernetes_calls_do_not_wait_for_a_pod_cache() {
         admitted.container("c").unwrap().env("GPUPACK_GPU_COUNT"),
         Some("1")
     );
+    plugin.stop().await.unwrap();
+}
+
+/// kubelet 1.25 and older call the plugin with its socket's path as the
+/// HTTP/2 `:authority`; the plugin's gRPC server refuses that, so kubelet
+/// never reads a device list. The plugin says so on `/readyz` and in its log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_kubelet_that_cannot_call_the_plugin_is_named_on_readyz() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubelet = Kubelet::new(kubelet_options(dir.path(), 9).legacy_socket_authority(true))
+        .await
+        .unwrap();
+    let plugin = start_plugin(args(
+        dir.path(),
+        &simulated("l40s-pcie-4x-2socket.yaml"),
+        &[],
+    ))
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = http_get(plugin.http_addr, "/readyz").await;
+        if status == 503 && body.contains("kubelet 1.26 or newer") {
+            assert!(body.contains(":authority"), "{body}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "readyz still {status}: {body}; kubelet saw {:?}",
+            kubelet.failed_plugin_calls()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let failures = kubelet.failed_plugin_calls();
+    assert!(
+        failures.iter().any(|(_, e)| e.contains("PROTOCOL_ERROR")),
+        "the plugin refuses the legacy authority: {failures:?}"
+    );
+    assert_eq!(kubelet.healthy("gpupack.io/gpu"), 0);
     plugin.stop().await.unwrap();
 }

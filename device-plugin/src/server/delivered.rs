@@ -43,6 +43,11 @@ impl Delivered {
         }
     }
 
+    /// How many `ListAndWatch` streams are open now.
+    pub fn open_streams(&self) -> usize {
+        self.streams.borrow().len()
+    }
+
     /// Waits until every open stream has delivered `generation` (or a later
     /// one), at most `limit`; false when the limit passed first. A kubelet
     /// that stopped reading must not hold the inventory back for ever.

@@ -29,6 +29,28 @@ use crate::server::uds;
 
 /// How often the sockets are checked even without an inotify event.
 const SOCKET_CHECK: Duration = Duration::from_millis(250);
+/// How long kubelet may take to open `ListAndWatch` on every resource after
+/// it accepted the registrations (it does so within milliseconds).
+const KUBELET_SILENCE: Duration = Duration::from_secs(5);
+
+/// What `/readyz` reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    /// Not registered with kubelet (yet, or kubelet went away).
+    Unregistered,
+    /// Registered, and kubelet reads every resource's device list.
+    Registered,
+    /// kubelet accepted the registrations but has not called the plugin:
+    /// what a kubelet that the plugin's gRPC server refuses looks like.
+    KubeletSilent(String),
+}
+
+impl Readiness {
+    pub fn is_ready(&self) -> bool {
+        *self == Readiness::Registered
+    }
+}
+
 /// First and largest wait between registration attempts.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -65,12 +87,13 @@ impl Round {
     }
 }
 
-/// Serves and registers every resource until `shutdown`; `ready` is true
-/// while all are registered. Own sockets are removed on the way out.
+/// Serves and registers every resource until `shutdown`; `ready` says
+/// whether all are registered and read by kubelet. Own sockets are removed
+/// on the way out.
 pub async fn run(
     dir: PathBuf,
     ctx: Arc<PluginContext>,
-    ready: watch::Sender<bool>,
+    ready: watch::Sender<Readiness>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     std::fs::create_dir_all(&dir)?;
@@ -118,7 +141,8 @@ pub async fn run(
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "registered with kubelet"
                 );
-                ready.send_replace(true);
+                ready.send_replace(Readiness::Registered);
+                let registered_at = Instant::now();
                 let mut check = tokio::time::interval(SOCKET_CHECK);
                 let reason = loop {
                     tokio::select! {
@@ -127,7 +151,10 @@ pub async fn run(
                             Some(Trigger::Removed) if !round.sockets_present() => break "plugin socket removed",
                             _ => {}
                         },
-                        _ = check.tick() => if !round.sockets_present() { break "plugin socket missing" },
+                        _ = check.tick() => {
+                            if !round.sockets_present() { break "plugin socket missing" }
+                            kubelet_listening(&ctx, resources.len(), registered_at, &ready);
+                        },
                         changed = snapshots.changed() => {
                             if changed.is_err() { break "node state closed" }
                             if devices::resources(&snapshots.borrow_and_update().inventory) != resources {
@@ -135,18 +162,18 @@ pub async fn run(
                             }
                         },
                         _ = shutdown.cancelled() => {
-                            ready.send_replace(false);
+                            ready.send_replace(Readiness::Unregistered);
                             round.stop().await;
                             return Ok(());
                         }
                     }
                 };
                 tracing::info!(%reason, "re-serving and re-registering");
-                ready.send_replace(false);
+                ready.send_replace(Readiness::Unregistered);
                 round.stop().await;
             }
             Err(e) => {
-                ready.send_replace(false);
+                ready.send_replace(Readiness::Unregistered);
                 round.stop().await;
                 let delay = retry::next_delay(&mut backoff, BACKOFF_MAX);
                 tracing::warn!(error = %e, retry_ms = delay.as_millis() as u64, "registration with kubelet failed; retrying");
@@ -173,6 +200,37 @@ pub async fn run(
                 }
             }
         }
+    }
+}
+
+/// After a registration: kubelet opens `ListAndWatch` on every resource at
+/// once. When it has not within [`KUBELET_SILENCE`], the plugin is not ready
+/// and says what that usually means; when the streams come, it is again.
+fn kubelet_listening(
+    ctx: &PluginContext,
+    resources: usize,
+    registered_at: Instant,
+    ready: &watch::Sender<Readiness>,
+) {
+    let open = ctx.delivered.open_streams();
+    let silent = open < resources && registered_at.elapsed() >= KUBELET_SILENCE;
+    let current = ready.borrow().clone();
+    match (silent, current) {
+        (true, Readiness::Registered) => {
+            let reason = format!(
+                "kubelet accepted the registrations {}s ago but reads {open} of {resources} device lists; \
+                 kubelet 1.25 and older send the plugin socket's path as the HTTP/2 :authority, which this \
+                 plugin's gRPC server refuses (\"malformed authority\" in kubelet's log): gpupack needs kubelet 1.26 or newer",
+                KUBELET_SILENCE.as_secs()
+            );
+            tracing::error!(%reason, "kubelet does not call the plugin");
+            ready.send_replace(Readiness::KubeletSilent(reason));
+        }
+        (false, Readiness::KubeletSilent(_)) if open >= resources => {
+            tracing::info!("kubelet reads every device list now");
+            ready.send_replace(Readiness::Registered);
+        }
+        _ => {}
     }
 }
 

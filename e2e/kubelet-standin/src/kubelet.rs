@@ -198,6 +198,12 @@ impl Kubelet {
         self.shared.read(|s| s.registrations.clone())
     }
 
+    /// (resource, error) of calls to plugins that failed before any answer,
+    /// e.g. a plugin refusing kubelet 1.25's `:authority`.
+    pub fn failed_plugin_calls(&self) -> Vec<(String, String)> {
+        self.shared.read(|s| s.failed_plugin_calls.clone())
+    }
+
     /// `Register` calls being handled now (e.g. still dialling the plugin).
     pub fn registrations_in_flight(&self) -> usize {
         self.shared.read(|s| s.registering)

@@ -47,6 +47,7 @@ mod admission;
 mod checkpoint;
 pub mod error;
 mod kubelet;
+mod legacy;
 pub mod options;
 pub mod pod;
 mod pod_resources;

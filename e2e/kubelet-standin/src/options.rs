@@ -30,6 +30,13 @@ pub struct Options {
     pub endpoint_stop_grace_period: Duration,
     /// PodResources rate limit (kubelet: 100 qps, burst 10); `None` for none.
     pub pod_resources_rate_limit: Option<RateLimit>,
+    /// Behave as kubelet 1.25 and older: `Register` is answered at once and
+    /// the plugin is then called with its socket's path as the HTTP/2
+    /// `:authority` (grpc-go dials the path as its target). Only the
+    /// outcome of that first call is modelled: a refusal is recorded in
+    /// [`crate::Kubelet::failed_plugin_calls`] and the resource gets no
+    /// devices.
+    pub legacy_socket_authority: bool,
 }
 
 /// A token bucket's refill rate and size.
@@ -62,7 +69,13 @@ impl Options {
             dial_timeout: Duration::from_secs(10),
             endpoint_stop_grace_period: Duration::from_secs(5 * 60),
             pod_resources_rate_limit: Some(RateLimit::KUBELET),
+            legacy_socket_authority: false,
         }
+    }
+
+    pub fn legacy_socket_authority(mut self, legacy: bool) -> Options {
+        self.legacy_socket_authority = legacy;
+        self
     }
 
     pub fn pod_resources_dir(mut self, dir: Option<PathBuf>) -> Options {

@@ -92,6 +92,22 @@ impl RegistrationService {
             ));
         }
         let socket = self.shared.options.device_plugin_dir.join(&req.endpoint);
+        if self.shared.options.legacy_socket_authority {
+            // kubelet 1.25: `Register` returns before the plugin is called.
+            let shared = Arc::clone(&self.shared);
+            let resource = req.resource_name.clone();
+            let timeout = self.shared.options.dial_timeout;
+            tokio::spawn(async move {
+                let method = "/v1beta1.DevicePlugin/ListAndWatch";
+                if let Err(error) =
+                    crate::legacy::call_with_path_authority(&socket, method, timeout).await
+                {
+                    tracing::warn!(%resource, %error, "ListAndWatch failed");
+                    shared.update(|s| s.failed_plugin_calls.push((resource, error)));
+                }
+            });
+            return Ok(proto::deviceplugin::DevicePluginOptions::default());
+        }
         let (channel, attempts) = dial_plugin(&socket, self.shared.options.dial_timeout).await;
         *dial_attempts = attempts;
         let channel = channel?;

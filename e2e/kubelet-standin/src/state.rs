@@ -217,6 +217,9 @@ pub(crate) struct State {
     pub(crate) pods: Vec<PodAllocation>,
     pub(crate) calls: Vec<PluginCall>,
     pub(crate) streams: Vec<AbortHandle>,
+    /// (resource, error) of calls to plugins that failed before any answer
+    /// (kubelet logs them; the resource gets no devices).
+    pub(crate) failed_plugin_calls: Vec<(String, String)>,
 }
 
 impl State {
