@@ -185,8 +185,10 @@ async fn admit_one(node: &str, kubelet: &Kubelet, client: &kube::Client, pod: &P
     let status = match kubelet_standin::Pod::from_k8s(pod) {
         Err(e) => failed(&e.to_string()),
         Ok(p) => match kubelet.admit(&p).await {
-            // As kubelet reports an admitted pod: phase and one status per
-            // container (the device plugin reads these after a restart).
+            // As kubelet reports an admitted pod: its status manager writes
+            // the phase and one status per container only after admission
+            // (`generateAPIPodStatus` in `syncPod`); the device plugin reads
+            // these after a restart.
             Ok(_) => json!({"status": {
                 "phase": "Running",
                 "conditions": [{"type": "Ready", "status": "True"}],

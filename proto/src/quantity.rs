@@ -206,27 +206,6 @@ impl Quantity {
         self.mantissa as f64 * 10f64.powi(self.exponent)
     }
 
-    /// Whether the value is zero.
-    pub fn is_zero(&self) -> bool {
-        self.mantissa == 0
-    }
-
-    /// Thousandths of the value, rounded up (`MilliValue`), when they fit.
-    pub fn milli(&self) -> Option<i128> {
-        let e = self.exponent + 3;
-        if e >= 0 {
-            self.mantissa.checked_mul(10i128.checked_pow(e as u32)?)
-        } else {
-            let d = 10i128.checked_pow((-e) as u32)?;
-            let q = self.mantissa / d;
-            Some(if self.mantissa % d != 0 && self.mantissa > 0 {
-                q + 1
-            } else {
-                q
-            })
-        }
-    }
-
     /// The form the API server stores and returns (`CanonicalizeBytes`).
     pub fn canonical(&self) -> String {
         if self.mantissa == 0 {

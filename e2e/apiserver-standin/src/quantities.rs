@@ -1,5 +1,8 @@
 //! Resource quantities in pods and nodes, as the real API server stores
-//! them: parsed, checked and written back in canonical form (`1000` reads
+//! them (upstream: `resource.Quantity` is decoded and re-encoded in
+//! canonical form, `SetDefaults_Pod`'s requests-from-limits defaulting, and
+//! `ValidateResourceRequirements`' rules for extended resources in
+//! `pkg/apis/core/validation`): parsed, checked and written back in canonical form (`1000` reads
 //! back as `1k`, `0.5` as `500m`), with a pod's missing requests defaulted
 //! from its limits. Extended resources (`gpupack.io/gpu`) must be whole
 //! numbers, with requests equal to limits. Clients in tests thus see the
