@@ -529,6 +529,18 @@ impl Ledger {
         self.hold(pod, alloc, None, true)
     }
 
+    /// Whether [`Ledger::place`] would take `alloc` now, without taking it:
+    /// every device known, healthy and free enough, nothing over-committed.
+    pub fn admits(&self, alloc: &Allocation) -> Result<(), LedgerError> {
+        let id = self
+            .node_id(&alloc.node)
+            .ok_or_else(|| LedgerError::UnknownNode(alloc.node.clone()))?;
+        let Some(Some(n)) = self.nodes.get(id.0 as usize) else {
+            return Err(LedgerError::UnknownNode(alloc.node.clone()));
+        };
+        room_for(n, alloc, true).map(|_| ())
+    }
+
     /// Like [`Ledger::place`] for a pod already running (e.g. when rebuilding
     /// after a restart): devices that turned unhealthy are accepted, capacity
     /// is still never over-committed.
@@ -621,13 +633,7 @@ impl Ledger {
         let Some(Some(n)) = self.nodes.get_mut(id.0 as usize) else {
             return Err(LedgerError::UnknownNode(alloc.node.clone()));
         };
-        let takes = resolve(n, &alloc, need_healthy)?;
-        if alloc.cpu_milli > n.cpu_free || alloc.memory_bytes > n.mem_free {
-            return Err(LedgerError::DoesNotFit(format!(
-                "node {} has {} mCPU and {} bytes of memory free",
-                n.name, n.cpu_free, n.mem_free
-            )));
-        }
+        let takes = room_for(n, &alloc, need_healthy)?;
         for t in &takes {
             let g = &mut n.gpus[t.pos];
             match t.mig {
@@ -653,6 +659,23 @@ impl Ledger {
         );
         Ok(())
     }
+}
+
+/// The devices `alloc` takes on `n`, if they and its CPU and memory are
+/// free now.
+fn room_for(
+    n: &NodeState,
+    alloc: &Allocation,
+    need_healthy: bool,
+) -> Result<Vec<Take>, LedgerError> {
+    let takes = resolve(n, alloc, need_healthy)?;
+    if alloc.cpu_milli > n.cpu_free || alloc.memory_bytes > n.mem_free {
+        return Err(LedgerError::DoesNotFit(format!(
+            "node {} has {} mCPU and {} bytes of memory free",
+            n.name, n.cpu_free, n.mem_free
+        )));
+    }
+    Ok(takes)
 }
 
 /// Maps an allocation's grants onto device positions and checks that they

@@ -151,7 +151,14 @@ proptest! {
                         for g in gpus {
                             prop_assert!(u.gpus.iter().any(|x| x.uuid == g.uuid && x.healthy));
                         }
-                        l.place(pod.clone(), a).unwrap();
+                        // `admits` answers as `place` does, and a second
+                        // copy of a placed allocation is refused only where
+                        // it would over-commit.
+                        prop_assert!(l.admits(&a).is_ok());
+                        l.place(pod.clone(), a.clone()).unwrap();
+                        let mut twice = l.clone();
+                        let again = PodKey::new("ns", format!("again{k}"), format!("again{k}"));
+                        prop_assert_eq!(l.admits(&a).is_ok(), twice.place(again, a).is_ok());
                         // Release restores the exact previous state.
                         let mut undo = l.clone();
                         undo.release(&pod).unwrap();

@@ -16,18 +16,27 @@ pub fn is_finished(pod: &Pod) -> bool {
     )
 }
 
-/// Whether kubelet has admitted the pod: it reports container statuses (or
-/// a running phase) only after admission, and it allocates every
-/// container's devices at admission. Such a pod's device requests are never
-/// pending, even to a device plugin that has just started.
+/// Whether kubelet has admitted the pod, and so has already asked the
+/// device plugin for every container's devices (kubelet allocates them at
+/// admission). Until then only the scheduler has written the pod's status
+/// (the `PodScheduled` condition); kubelet's first status write after
+/// admission adds container statuses, its own conditions (`Initialized`,
+/// `PodReadyToStartContainers`, ...) or a phase. Such a pod's device
+/// requests are never pending, even to a device plugin that has just
+/// started, and the extender need not keep alike pods off its node.
 pub fn is_admitted(pod: &Pod) -> bool {
-    pod.status.as_ref().is_some_and(|s| {
-        matches!(s.phase.as_deref(), Some("Running"))
-            || s.container_statuses.as_ref().is_some_and(|c| !c.is_empty())
-            || s.init_container_statuses
-                .as_ref()
-                .is_some_and(|c| !c.is_empty())
-    })
+    let Some(s) = &pod.status else {
+        return false;
+    };
+    s.phase.as_deref().is_some_and(|p| p != "Pending")
+        || s.container_statuses.as_ref().is_some_and(|c| !c.is_empty())
+        || s.init_container_statuses
+            .as_ref()
+            .is_some_and(|c| !c.is_empty())
+        || s.conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ != "PodScheduled")
 }
 
 /// The Binding that places a pod on `node`, as kube-scheduler posts it to
@@ -55,5 +64,49 @@ pub fn binding(
             name: Some(node.to_string()),
             ..Default::default()
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{ContainerStatus, PodCondition, PodStatus};
+
+    #[test]
+    fn admission_is_read_from_kubelet_status() {
+        let mut pod = Pod::default();
+        assert!(!is_admitted(&pod));
+        pod.status = Some(PodStatus {
+            phase: Some("Pending".into()),
+            conditions: Some(vec![PodCondition {
+                type_: "PodScheduled".into(),
+                status: "True".into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        });
+        assert!(!is_admitted(&pod));
+        let mut initialized = pod.clone();
+        if let Some(s) = initialized.status.as_mut() {
+            s.conditions.get_or_insert_default().push(PodCondition {
+                type_: "Initialized".into(),
+                status: "True".into(),
+                ..Default::default()
+            });
+        }
+        assert!(is_admitted(&initialized));
+        let mut creating = pod.clone();
+        if let Some(s) = creating.status.as_mut() {
+            s.container_statuses = Some(vec![ContainerStatus {
+                name: "server".into(),
+                ..Default::default()
+            }]);
+        }
+        assert!(is_admitted(&creating));
+        let mut running = pod;
+        if let Some(s) = running.status.as_mut() {
+            s.phase = Some("Running".into());
+        }
+        assert!(is_admitted(&running));
     }
 }

@@ -1,40 +1,55 @@
-//! Bind: choose the pod's GPUs on the node kube-scheduler picked, re-check
-//! them against the latest state in the API, and create the Binding with
-//! the assignment in its annotations (node and GPUs land on the pod in one
+//! Bind: choose the pod's GPUs on the node kube-scheduler picked, check
+//! them against every booking on that node, and create the Binding with the
+//! assignment in its annotations (node and GPUs land on the pod in one
 //! write).
+//!
+//! # Cost
+//!
+//! A bind reads the pod, reads and conditionally writes one per-node object,
+//! and creates the Binding: four requests, none of which grows with the
+//! cluster (no list of pods). Within one replica, binds for one node take
+//! turns (a local lock), so they never race each other through the API;
+//! only replicas do. The moment a bind arrives, its GPUs count as taken in
+//! this replica's ledger (kube-scheduler's "assume"), so the filters of the
+//! next pods, which kube-scheduler sends while the bind runs, see them.
 //!
 //! # Why no GPU is ever double-booked, with any number of replicas
 //!
-//! The watch-fed ledger can lag: a pod another replica bound a moment ago
-//! may not be in it yet. Re-reading the node's pods at bind time is not
-//! enough either, since two replicas can both read before either binds.
-//! So each node's bind decisions are serialised through optimistic
-//! concurrency on one object per node, its `GpuNodeInventory`:
+//! Each node's bookings live in one object, the node's `GpuNodeInventory`
+//! (annotation `gpupack.io/reservations`, see [`crate::reservations`]):
+//! one entry per pod that holds GPUs there, written before its Binding and
+//! kept until the pod is gone. Bind decisions on a node are serialised
+//! through optimistic concurrency on that object:
 //!
-//! 1. read the inventory object (resourceVersion `rv`);
-//! 2. list the node's pods from the API (a consistent read, after step 1);
-//! 3. account bound assignments ∪ unexpired pending reservations (from the
-//!    object's `gpupack.io/reservations` annotation), and choose GPUs that
-//!    fit on top of both;
-//! 4. write the reservation with a merge patch that carries `rv`: the API
-//!    server refuses it with 409 if any other bind wrote the object since
-//!    step 1, and we start again from step 1 (a bounded number of times);
-//! 5. only then create the Binding.
+//! 1. read the object (resourceVersion `rv`);
+//! 2. keep every entry except those of pods that are gone (deleted or
+//!    finished, which is final) and those whose bind never happened: an
+//!    entry past its `expiresAt` whose pod this replica's watch does not
+//!    show bound there is kept unless a read of that one pod, made now,
+//!    shows it is not bound to the node;
+//! 3. choose GPUs that fit on top of every kept entry and every pod the
+//!    watch shows bound to the node;
+//! 4. write the entry with a merge patch that carries `rv`: the API server
+//!    refuses it with 409 if any other bind wrote the object since step 1,
+//!    and we start again from step 1 (a bounded number of times);
+//! 5. only then create the Binding, and only while the entry is well within
+//!    its lifetime.
 //!
 //! Take two binds A and B on one node. Their step-4 writes are ordered by
 //! the API server, say A's first. B's write succeeded, so the object B read
-//! in step 1 already carried A's reservation (otherwise A's write would lie
-//! between B's read and B's write, and B would have got 409). In step 3 B
-//! either still saw that reservation or pruned it because A's pod was in
-//! B's step-2 list, bound with its assignment; either way B counted A's
-//! GPUs. A pod bound by A after its reservation expired would escape this,
-//! so A checks before step 5 that its reservation is still well within its
-//! lifetime and gives up otherwise (the TTL is tens of seconds, a bind
-//! takes milliseconds; clocks of replicas are assumed within the margin).
+//! in step 1 already carried A's entry (otherwise A's write would lie
+//! between B's read and B's write, and B would have got 409). B dropped it
+//! in step 2 only if A's pod is gone (it holds nothing), or if A's entry had
+//! expired and A's pod was not bound to the node when B read it. A creates
+//! its Binding only before its entry expires less a margin (step 5), so by
+//! the time the entry has expired the Binding exists and B's read sees it
+//! (clocks of replicas are assumed within the margin). Either way B counted
+//! A's GPUs. Entries stay while their pods run, so step 3 needs no list of
+//! the node's pods; the watch's bound pods are added only for pods bound
+//! before entries were kept this way.
 //!
-//! The per-node object is written once per bind; binds on different nodes
-//! never contend. The device plugin owns the object's spec and never writes
-//! the annotation.
+//! The device plugin owns the object's spec and never writes the
+//! annotation; the extender writes only the annotation.
 //!
 //! # Why a container never receives another pod's GPUs
 //!
@@ -43,18 +58,28 @@
 //! amount). Two pods on one node that kubelet has not admitted yet, whose
 //! containers ask for the same amount but were assigned different GPUs,
 //! could therefore be told apart only by guessing kubelet's admission order.
-//! Step 3 refuses to create that situation: a bind waits (fails with an
-//! error kube-scheduler retries after its backoff) while such a pod is
-//! still waiting for kubelet on the node, unless the two assignments are
-//! interchangeable (same GPUs, same sizes). kubelet has admitted a pod once
-//! it writes any status of its own (see [`admitted_by_kubelet`]).
+//! Step 3 never creates that situation (see [`crate::alike`]): an alike
+//! pod shares a pending pod's devices when they have room, and otherwise
+//! the bind waits (fails with an error kube-scheduler retries after its
+//! backoff) until kubelet has admitted the other pod
+//! ([`proto::pod::is_admitted`], as this replica's watch shows it).
+//!
+//! # Deadline
+//!
+//! A bind answers within [`BindConfig::deadline`], before kube-scheduler
+//! gives up on it. A step that cannot finish in time abandons the bind:
+//! the entry is withdrawn and no Binding is created afterwards. The Binding
+//! itself is started only while the deadline leaves room for it, and its
+//! outcome is the answer.
 
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use placement::{Allocation, Ledger, PodKey, Policy, TypicalPods};
 use proto::assignment::PodAssignment;
@@ -62,10 +87,11 @@ use proto::extender::ExtenderBindingArgs;
 use proto::inventory::{GpuNodeInventory, NodeInventory};
 use serde_json::json;
 
-use crate::cluster_state::ClusterState;
+use crate::alike::{NotClear, Pending, choose_clear};
+use crate::cluster_state::{ClusterState, tie_breaker};
 use crate::demand::{DemandError, PodNeeds};
 use crate::reservations::{self, Reservation, Reservations};
-use crate::translate::{Held, allocation_of, assignment_of, held, node_spec, pod_key};
+use crate::translate::{allocation_of, assignment_of, node_spec};
 
 /// Seconds since the Unix epoch; reservations expire on this clock.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
@@ -116,6 +142,16 @@ pub enum BindError {
     #[error("pod {pod}: the reservation on {node} would expire before the Binding; retry")]
     Slow { pod: String, node: String },
     #[error(
+        "pod {pod}: binding to {node} abandoned, {step} did not finish within the {deadline:?} \
+         a bind may take; no Binding was created"
+    )]
+    Deadline {
+        pod: String,
+        node: String,
+        step: &'static str,
+        deadline: Duration,
+    },
+    #[error(
         "pod {pod}: node {node} is still admitting pod {other}, whose containers ask for the \
          same amount on other GPUs; retry once kubelet has admitted it"
     )]
@@ -145,9 +181,9 @@ impl BindError {
             BindError::AlreadyBound { .. } | BindError::BindingConflict { .. } => "conflict",
             BindError::Demand { .. } | BindError::NameTooLong { .. } => "bad_request",
             BindError::NoInventory(_) | BindError::DoesNotFit { .. } => "unfit",
-            BindError::Contended { .. }
-            | BindError::Slow { .. }
-            | BindError::AwaitingAdmission { .. } => "contended",
+            BindError::Contended { .. } | BindError::Slow { .. } => "contended",
+            BindError::AwaitingAdmission { .. } => "awaiting_admission",
+            BindError::Deadline { .. } => "timeout",
             BindError::Api(_) => "api_error",
         }
     }
@@ -156,7 +192,8 @@ impl BindError {
 /// Settings of the binder.
 #[derive(Clone, Debug)]
 pub struct BindConfig {
-    /// How long a reservation holds (seconds).
+    /// How long a reservation holds a pod's GPUs before its Binding exists
+    /// (seconds); once bound, its entry holds until the pod is gone.
     pub reservation_ttl: u64,
     /// Seconds of a reservation's lifetime that must remain when the
     /// Binding is created.
@@ -165,6 +202,9 @@ pub struct BindConfig {
     pub attempts: u32,
     /// Who writes reservations (e.g. the replica's pod name).
     pub holder: String,
+    /// How long one bind may take, start to answer: below kube-scheduler's
+    /// `httpTimeout` for the extender.
+    pub deadline: Duration,
 }
 
 impl Default for BindConfig {
@@ -174,7 +214,45 @@ impl Default for BindConfig {
             margin: 20,
             attempts: 8,
             holder: "gpupack-scheduler-ext".into(),
+            deadline: Duration::from_secs(4),
         }
+    }
+}
+
+/// The needs of pods filter sized recently, by UID, so that a bind can
+/// assume the pod's GPUs before it has read anything from the API.
+#[derive(Default)]
+pub struct SizedPods {
+    inner: Mutex<SizedInner>,
+}
+
+#[derive(Default)]
+struct SizedInner {
+    needs: HashMap<String, (u64, PodNeeds)>,
+    seq: u64,
+}
+
+impl SizedPods {
+    /// Entries kept; the oldest half goes when full.
+    const CAPACITY: usize = 8192;
+
+    pub fn remember(&self, uid: &str, needs: &PodNeeds) {
+        if uid.is_empty() {
+            return;
+        }
+        let mut s = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        s.seq += 1;
+        let seq = s.seq;
+        s.needs.insert(uid.to_string(), (seq, needs.clone()));
+        if s.needs.len() > Self::CAPACITY {
+            let cut = seq - (Self::CAPACITY as u64) / 2;
+            s.needs.retain(|_, (at, _)| *at > cut);
+        }
+    }
+
+    fn take(&self, uid: &str) -> Option<PodNeeds> {
+        let mut s = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        s.needs.remove(uid).map(|(_, n)| n)
     }
 }
 
@@ -186,6 +264,9 @@ pub struct Binder {
     config: BindConfig,
     clock: Clock,
     models: Arc<dyn model_source::ModelLookup>,
+    sized: Arc<SizedPods>,
+    /// One lock per node: this replica's binds on a node take turns.
+    node_locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 /// A successful bind.
@@ -195,6 +276,30 @@ pub struct Bound {
     pub assignment: Option<PodAssignment>,
     /// Reservation attempts lost to other binds on the node.
     pub conflicts: u32,
+}
+
+/// Gives back an assumed holding unless the bind succeeded, also when the
+/// bind is dropped half-way.
+struct Assumption {
+    state: Arc<RwLock<ClusterState>>,
+    key: Option<PodKey>,
+}
+
+impl Assumption {
+    fn keep(mut self) {
+        self.key = None;
+    }
+}
+
+impl Drop for Assumption {
+    fn drop(&mut self) {
+        if let Some(key) = &self.key {
+            self.state
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .unassume(key);
+        }
+    }
 }
 
 impl Binder {
@@ -210,6 +315,8 @@ impl Binder {
             config,
             clock,
             models: Arc::new(model_source::Offline),
+            sized: Arc::new(SizedPods::default()),
+            node_locks: Arc::default(),
         }
     }
 
@@ -217,6 +324,29 @@ impl Binder {
     pub fn with_models(mut self, models: Arc<dyn model_source::ModelLookup>) -> Binder {
         self.models = models;
         self
+    }
+
+    /// Where filter leaves the needs of the pods it sized.
+    pub fn sized_pods(&self) -> Arc<SizedPods> {
+        self.sized.clone()
+    }
+
+    fn node_lock(&self, node: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.node_locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(node.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Holds the pod's GPUs in this replica's ledger from now on.
+    fn assume(&self, key: &PodKey, needs: &PodNeeds, node: &str) -> Option<Allocation> {
+        let expires_at = (self.clock)() + self.config.reservation_ttl;
+        self.state
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .assume(key, needs, node, expires_at)
     }
 
     /// Binds the pod named in `args` to `args.node`.
@@ -235,12 +365,30 @@ impl Binder {
                 });
             }
         }
+        let deadline = Instant::now() + self.config.deadline;
         let ns = &args.pod_namespace;
         let who = format!("{ns}/{}", args.pod_name);
+        let mut assumption = Assumption {
+            state: self.state.clone(),
+            key: None,
+        };
+        // Assume at once when filter sized this pod: before the first read.
+        let mut assumed = None;
+        if let Some(needs) = self.sized.take(&args.pod_uid) {
+            let key = PodKey::new(ns, &args.pod_name, &args.pod_uid);
+            assumed = self.assume(&key, &needs, &args.node);
+            assumption.key = Some(key);
+        }
+        let late = |step: &'static str| BindError::Deadline {
+            pod: format!("{ns}/{}", args.pod_name),
+            node: args.node.clone(),
+            step,
+            deadline: self.config.deadline,
+        };
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
-        let pod = pods
-            .get_opt(&args.pod_name)
-            .await?
+        let pod = before(deadline, pods.get_opt(&args.pod_name))
+            .await
+            .map_err(|_| late("reading the pod"))??
             .ok_or_else(|| BindError::PodNotFound(who.clone()))?;
         let uid = pod.uid().unwrap_or_default();
         if !args.pod_uid.is_empty() && uid != args.pod_uid {
@@ -265,17 +413,29 @@ impl Binder {
             }
         })?;
         if needs.is_empty() {
-            self.create_binding(&pods, args, &uid, None).await?;
+            drop(assumption);
+            before(deadline, self.create_binding(&pods, args, &uid, None))
+                .await
+                .map_err(|_| late("the Binding"))??;
             return Ok(Bound {
                 assignment: None,
                 conflicts: 0,
             });
         }
         let key = PodKey::new(ns, &args.pod_name, &uid);
+        if assumption.key.is_none() {
+            assumed = self.assume(&key, &needs, &args.node);
+            assumption.key = Some(key.clone());
+        }
         let (policy, typical) = {
             let s = self.state.read().unwrap_or_else(|e| e.into_inner());
             (s.policy(), s.typical().clone())
         };
+        // This replica's binds on the node take turns.
+        let lock = self.node_lock(&args.node);
+        let _turn = before(deadline, lock.lock_owned())
+            .await
+            .map_err(|_| late("waiting for other binds on the node"))?;
         let inventories: Api<GpuNodeInventory> = Api::all(self.client.clone());
         let mut conflicts = 0;
         // Jittered, so that replicas racing for one node fall apart.
@@ -290,16 +450,13 @@ impl Binder {
                 tokio::time::sleep(pauses.next().unwrap_or(Duration::from_millis(40))).await;
             }
             // Step 1: the per-node object and its resourceVersion.
-            let inv = inventories
-                .get_opt(&args.node)
-                .await?
+            let inv = before(deadline, inventories.get_opt(&args.node))
+                .await
+                .map_err(|_| late("reading the node's GPU inventory"))??
                 .ok_or_else(|| BindError::NoInventory(args.node.clone()))?;
             let rv = inv.resource_version().unwrap_or_default();
-            // Step 2: the node's pods, read after the object.
-            let (on_node, awaiting_kubelet) = pods_on_node(&self.client, &args.node).await?;
-            // Step 3: account both, choose.
             let now = (self.clock)();
-            let mut reservations = Reservations::parse(
+            let mut bookings = Reservations::parse(
                 inv.annotations()
                     .get(reservations::ANNOTATION)
                     .map(String::as_str),
@@ -308,102 +465,130 @@ impl Binder {
                 tracing::warn!(node = %args.node, error = %e, "unreadable reservations; expiry bounds what they held, overwriting");
                 Reservations::empty()
             });
-            // Entries of pods deleted or finished hold nothing. Bound pods
-            // are told by the list read after the object (`on_node`), never
-            // by the watch, which may be newer than that list: an entry
-            // pruned for a pod the list still shows unbound would escape
-            // both the reservations and the pods awaiting admission.
-            let settled: std::collections::HashSet<String> = {
-                let s = self.state.read().unwrap_or_else(|e| e.into_inner());
-                reservations
-                    .pods
-                    .keys()
-                    .filter(|u| s.is_gone(u))
-                    .cloned()
-                    .collect()
-            };
-            reservations.prune(now, |u| {
-                u == uid || settled.contains(u) || on_node.iter().any(|(k, _)| k.uid == u)
-            });
+            // Step 2: drop what holds nothing.
+            bookings.pods.remove(&uid);
+            let doubtful = self.prune(&mut bookings, &args.node, now);
+            for (other, entry) in doubtful {
+                let api: Api<Pod> = Api::namespaced(self.client.clone(), &entry.namespace);
+                let found = before(deadline, api.get_opt(&entry.name))
+                    .await
+                    .map_err(|_| late("checking an expired reservation"))??;
+                let bound_here = found.is_some_and(|p| {
+                    p.uid().as_deref() == Some(other.as_str())
+                        && p.spec.as_ref().and_then(|s| s.node_name.as_deref())
+                            == Some(args.node.as_str())
+                });
+                if bound_here {
+                    bookings.pods.insert(other, entry);
+                }
+            }
+            // Step 3: choose on top of everything held.
+            let (bound, pending) = self.held_on(&args.node, &bookings);
             let alloc = plan_bind(
                 &inv.spec,
-                &on_node,
-                &reservations,
-                now,
+                &bound,
+                &pending,
+                assumed.as_ref(),
                 &key,
                 &needs,
                 policy,
                 &typical,
             )
-            .map_err(|reason| BindError::DoesNotFit {
-                pod: who.clone(),
-                node: args.node.clone(),
-                reason,
-            })?;
-            let assignment = assignment_of(&alloc, &inv.spec);
-            let pending_others = awaiting_kubelet
-                .iter()
-                .map(|(who, a)| (who.clone(), a))
-                .chain(
-                    reservations
-                        .live(now)
-                        .filter(|(u, _)| **u != uid)
-                        .map(|(_, r)| (format!("{}/{}", r.namespace, r.name), &r.assignment)),
-                );
-            if let Some(other) = confusable_with(&assignment, pending_others) {
-                return Err(BindError::AwaitingAdmission {
-                    pod: who,
+            .map_err(|e| match e {
+                NotClear::Unfit(reason) => BindError::DoesNotFit {
+                    pod: who.clone(),
+                    node: args.node.clone(),
+                    reason,
+                },
+                NotClear::Awaiting(other) => BindError::AwaitingAdmission {
+                    pod: who.clone(),
                     node: args.node.clone(),
                     other,
-                });
-            }
+                },
+            })?;
+            let assignment = assignment_of(&alloc, &inv.spec);
             // Step 4: the conditional write.
             let expires_at = now + self.config.reservation_ttl;
-            reservations.pods.insert(
-                uid.clone(),
-                Reservation {
-                    namespace: ns.clone(),
-                    name: args.pod_name.clone(),
-                    expires_at,
-                    holder: self.config.holder.clone(),
-                    assignment: assignment.clone(),
-                },
-            );
-            match write_reservations(&inventories, &args.node, &rv, &reservations).await {
-                Ok(()) => {}
-                Err(kube::Error::Api(e)) if e.code == 409 => {
+            let entry = Reservation {
+                namespace: ns.clone(),
+                name: args.pod_name.clone(),
+                expires_at,
+                holder: self.config.holder.clone(),
+                assignment: assignment.clone(),
+            };
+            bookings.pods.insert(uid.clone(), entry.clone());
+            let wrote = Instant::now();
+            match before(
+                deadline,
+                write_reservations(&inventories, &args.node, &rv, &bookings),
+            )
+            .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(kube::Error::Api(e))) if e.code == 409 => {
                     conflicts += 1;
                     tracing::debug!(pod = %who, node = %args.node, attempt, "reservation lost a race; re-reading");
                     continue;
                 }
-                Err(kube::Error::Api(e)) if e.code == 404 => {
+                Ok(Err(kube::Error::Api(e))) if e.code == 404 => {
                     return Err(BindError::NoInventory(args.node.clone()));
                 }
-                Err(e) => return Err(e.into()),
+                Ok(Err(e)) => {
+                    // The write may have landed before the error.
+                    self.withdraw(&uid, &entry);
+                    return Err(e.into());
+                }
+                Err(_) => {
+                    self.withdraw(&uid, &entry);
+                    return Err(late("reserving the GPUs"));
+                }
             }
-            // The reservation must outlive the Binding by a margin.
+            // Step 5: the Binding, while the reservation and the deadline
+            // leave room for it (about as long as the write took).
+            let room = wrote.elapsed().max(Duration::from_millis(20));
+            if Instant::now() + room >= deadline {
+                self.withdraw(&uid, &entry);
+                return Err(late("the Binding"));
+            }
             if (self.clock)() + self.config.margin >= expires_at {
-                self.release_reservation(&args.node, &uid).await;
+                self.withdraw(&uid, &entry);
                 return Err(BindError::Slow {
                     pod: who,
                     node: args.node.clone(),
                 });
             }
-            // Step 5.
             if let Err(e) = self
                 .create_binding(&pods, args, &uid, Some(&assignment))
                 .await
             {
-                self.release_reservation(&args.node, &uid).await;
-                return Err(match e {
-                    kube::Error::Api(s) if s.code == 409 => BindError::BindingConflict { pod: who },
-                    other => other.into(),
-                });
+                // A refusal (4xx) is certain; a lost connection or a server
+                // error may hide a Binding that was created: the pod says.
+                let refused = matches!(&e, kube::Error::Api(s) if (400..500).contains(&s.code));
+                let bound = if refused {
+                    Some(false)
+                } else {
+                    self.bound_to(&pods, &args.pod_name, &uid, &args.node).await
+                };
+                if bound != Some(true) {
+                    // Unknown: the entry stays, and holds until it expires
+                    // and a read shows the pod unbound (step 2).
+                    if bound == Some(false) {
+                        self.withdraw(&uid, &entry);
+                    }
+                    return Err(match e {
+                        kube::Error::Api(s) if s.code == 409 => {
+                            BindError::BindingConflict { pod: who }
+                        }
+                        other => other.into(),
+                    });
+                }
+                tracing::info!(pod = %who, node = %args.node, error = %e, "the Binding's answer was lost, but the pod is bound");
             }
             self.state
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
                 .reserve(key, alloc, expires_at);
+            assumption.keep();
             return Ok(Bound {
                 assignment: Some(assignment),
                 conflicts,
@@ -414,6 +599,76 @@ impl Binder {
             node: args.node.clone(),
             attempts: self.config.attempts,
         })
+    }
+
+    /// Step 2 without the API: drops entries of pods the watch saw gone
+    /// (final) and entries of other nodes; returns, removed, the expired
+    /// entries whose pod the watch does not show bound to `node`, for the
+    /// caller to check against the API.
+    fn prune(
+        &self,
+        bookings: &mut Reservations,
+        node: &str,
+        now: u64,
+    ) -> Vec<(String, Reservation)> {
+        let s = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let mut doubtful = Vec::new();
+        for (uid, entry) in std::mem::take(&mut bookings.pods) {
+            if s.is_gone(&uid) || entry.assignment.node != node {
+                continue;
+            }
+            if entry.expires_at > now || s.is_bound_on(&uid, node) {
+                bookings.pods.insert(uid, entry);
+            } else {
+                doubtful.push((uid, entry));
+            }
+        }
+        doubtful
+    }
+
+    /// What the node holds for choosing: every booking and every pod the
+    /// watch shows bound there; and which of them kubelet has not admitted.
+    fn held_on(
+        &self,
+        node: &str,
+        bookings: &Reservations,
+    ) -> (Vec<(PodKey, PodAssignment)>, Vec<Pending>) {
+        let s = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let mut held: Vec<(PodKey, PodAssignment)> = bookings
+            .pods
+            .iter()
+            .map(|(uid, r)| {
+                (
+                    PodKey::new(&r.namespace, &r.name, uid),
+                    r.assignment.clone(),
+                )
+            })
+            .collect();
+        for (key, a) in s.bound_on(node) {
+            if !bookings.pods.contains_key(&key.uid) {
+                held.push((key, a));
+            }
+        }
+        let pending = held
+            .iter()
+            .filter(|(k, _)| !s.is_admitted(&k.uid))
+            .map(|(k, a)| Pending {
+                who: k.to_string(),
+                assignment: a.clone(),
+            })
+            .collect();
+        (held, pending)
+    }
+
+    /// Whether the pod is bound to `node` now, by one read within a few
+    /// seconds; `None` when the read does not tell.
+    async fn bound_to(&self, pods: &Api<Pod>, name: &str, uid: &str, node: &str) -> Option<bool> {
+        let read = tokio::time::timeout(Duration::from_secs(2), pods.get_opt(name)).await;
+        let found = read.ok()?.ok()?;
+        Some(found.is_some_and(|p| {
+            p.uid().as_deref() == Some(uid)
+                && p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node)
+        }))
     }
 
     async fn create_binding(
@@ -436,9 +691,21 @@ impl Binder {
         Ok(())
     }
 
-    /// Removes a pod's reservation after a failed bind. Best effort: if it
-    /// cannot be removed, it expires.
-    async fn release_reservation(&self, node: &str, uid: &str) {
+    /// Removes a pod's reservation after a failed bind, in the background
+    /// (the answer does not wait for it). Best effort: an entry left behind
+    /// expires, and the next bind on the node drops it.
+    /// Only the entry this bind wrote goes: a later bind of the same pod
+    /// (kube-scheduler retrying) may have replaced it by then.
+    fn withdraw(&self, uid: &str, entry: &Reservation) {
+        let binder = self.clone();
+        let (uid, entry) = (uid.to_string(), entry.clone());
+        tokio::spawn(async move { binder.release_reservation(&uid, &entry).await });
+    }
+
+    async fn release_reservation(&self, uid: &str, ours: &Reservation) {
+        let node = ours.assignment.node.as_str();
+        let lock = self.node_lock(node);
+        let _turn = lock.lock().await;
         let inventories: Api<GpuNodeInventory> = Api::all(self.client.clone());
         for _ in 0..self.config.attempts {
             let Ok(Some(inv)) = inventories.get_opt(node).await else {
@@ -451,14 +718,14 @@ impl Binder {
             ) else {
                 return;
             };
-            if r.pods.remove(uid).is_none() {
+            if r.pods.get(uid) != Some(ours) {
                 return;
             }
-            let settled: std::collections::HashSet<String> = {
+            r.pods.remove(uid);
+            {
                 let s = self.state.read().unwrap_or_else(|e| e.into_inner());
-                r.pods.keys().filter(|u| s.is_gone(u)).cloned().collect()
-            };
-            r.prune((self.clock)(), |u| settled.contains(u));
+                r.pods.retain(|u, _| !s.is_gone(u));
+            }
             let rv = inv.resource_version().unwrap_or_default();
             match write_reservations(&inventories, node, &rv, &r).await {
                 Err(kube::Error::Api(e)) if e.code == 409 => continue,
@@ -472,76 +739,12 @@ impl Binder {
     }
 }
 
-/// A node's pods that kubelet has not admitted yet, with their assignments.
-type AwaitingKubelet = Vec<(String, PodAssignment)>;
-
-/// Bound pods on a node with their assignments, freshly listed; and, of
-/// those, the ones kubelet has not admitted yet.
-async fn pods_on_node(
-    client: &Client,
-    node: &str,
-) -> Result<(Vec<(PodKey, PodAssignment)>, AwaitingKubelet), kube::Error> {
-    let pods: Api<Pod> = Api::all(client.clone());
-    let list = pods
-        .list(&ListParams::default().fields(&format!("spec.nodeName={node}")))
-        .await?;
-    let mut bound = Vec::new();
-    let mut awaiting = Vec::new();
-    for p in &list.items {
-        match held(p) {
-            Held::Assignment(a) if a.node == node => {
-                if !admitted_by_kubelet(p) {
-                    let ns = p.namespace().unwrap_or_default();
-                    awaiting.push((format!("{ns}/{}", p.name_any()), a.clone()));
-                }
-                if let Some(k) = pod_key(p) {
-                    bound.push((k, a));
-                }
-            }
-            Held::Malformed(e) => {
-                tracing::warn!(pod = %p.name_any(), error = %e, "bound pod with an unreadable assignment holds nothing");
-            }
-            _ => {}
-        }
-    }
-    Ok((bound, awaiting))
-}
-
-/// Whether kubelet has admitted a bound pod, and so has already asked the
-/// device plugin for its devices. Until admission only the scheduler has
-/// written the pod's status (the `PodScheduled` condition); kubelet's first
-/// status write after admission adds container statuses, its own
-/// conditions (`Initialized`, `PodReadyToStartContainers`, ...) or a phase.
-pub fn admitted_by_kubelet(pod: &Pod) -> bool {
-    let Some(s) = &pod.status else {
-        return false;
-    };
-    s.phase.as_deref().is_some_and(|p| p != "Pending")
-        || s.container_statuses.as_ref().is_some_and(|c| !c.is_empty())
-        || s.init_container_statuses
-            .as_ref()
-            .is_some_and(|c| !c.is_empty())
-        || s.conditions
-            .iter()
-            .flatten()
-            .any(|c| c.type_ != "PodScheduled")
-}
-
-/// The first of `pending` (pods on the node kubelet has not admitted) that
-/// the device plugin could mistake for `ours`: a container asking for the
-/// same number of GPUs, the same total memory, or the same MIG profiles,
-/// on GPUs that differ. Identical container assignments (same GPUs, same
-/// sizes) are interchangeable and never confused.
-pub fn confusable_with<'a>(
-    ours: &PodAssignment,
-    pending: impl IntoIterator<Item = (String, &'a PodAssignment)>,
-) -> Option<String> {
-    pending.into_iter().find_map(|(who, other)| {
-        ours.containers
-            .iter()
-            .any(|c| other.containers.iter().any(|o| c.confusable_with(o)))
-            .then_some(who)
-    })
+/// `work`, unless `deadline` passes first.
+async fn before<T>(
+    deadline: Instant,
+    work: impl Future<Output = T>,
+) -> Result<T, tokio::time::error::Elapsed> {
+    tokio::time::timeout_at(deadline.into(), work).await
 }
 
 /// The conditional write: a merge patch carrying the resourceVersion read,
@@ -568,161 +771,49 @@ async fn write_reservations(
     Ok(())
 }
 
-/// Chooses the pod's GPUs on a node given everything held there: bound
-/// assignments and live reservations of other pods. Pure.
+/// Chooses the pod's GPUs on a node given everything held there (`held`:
+/// bookings and bound pods of other pods) and which of those kubelet has not
+/// admitted (`pending`), by the rule of [`crate::alike`]. `preferred` is
+/// what this replica assumed when the bind arrived. Pure.
 #[allow(clippy::too_many_arguments)]
 pub fn plan_bind(
     inv: &NodeInventory,
-    bound: &[(PodKey, PodAssignment)],
-    reservations: &Reservations,
-    now: u64,
+    held: &[(PodKey, PodAssignment)],
+    pending: &[Pending],
+    preferred: Option<&Allocation>,
     pod: &PodKey,
     needs: &PodNeeds,
     policy: Policy,
     typical: &TypicalPods,
-) -> Result<Allocation, String> {
+) -> Result<Allocation, NotClear> {
     let mut ledger = Ledger::new();
     let (id, _) = ledger
         .upsert_node(&node_spec(inv))
-        .map_err(|e| e.to_string())?;
-    let held = bound.iter().map(|(k, a)| (k.clone(), a)).chain(
-        reservations
-            .live(now)
-            .filter(|(uid, _)| **uid != pod.uid)
-            .map(|(uid, r)| (PodKey::new(&r.namespace, &r.name, uid), &r.assignment)),
-    );
+        .map_err(|e| NotClear::Unfit(e.to_string()))?;
     for (key, a) in held {
         if key.uid == pod.uid {
             continue;
         }
-        let alloc = allocation_of(a, inv)?;
+        let alloc = allocation_of(a, inv).map_err(NotClear::Unfit)?;
         // `adopt` refuses what would over-commit a GPU; that would mean the
         // node is already over-booked, and nothing more may go there.
-        ledger
-            .adopt(key.clone(), alloc)
-            .map_err(|e| format!("node is over-committed ({key} cannot be accounted: {e})"))?;
+        ledger.adopt(key.clone(), alloc).map_err(|e| {
+            NotClear::Unfit(format!(
+                "node is over-committed ({key} cannot be accounted: {e})"
+            ))
+        })?;
     }
     let demand = needs.demand(inv.memory_unit_bytes);
     let prep = ledger.prepare(&demand);
     let scorer = ledger.scorer(policy, typical);
-    ledger
-        .choose(id, &prep, &scorer, &mut rand::rng())
-        .map_err(|u| u.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use k8s_openapi::api::core::v1::{ContainerStatus, PodCondition, PodStatus};
-    use proto::assignment::{AssignedGpu, AssignedMig, ContainerAssignment};
-
-    fn gpus(list: &[(&str, u64)]) -> PodAssignment {
-        PodAssignment {
-            version: proto::assignment::VERSION.into(),
-            node: "n".into(),
-            containers: vec![ContainerAssignment {
-                name: "server".into(),
-                gpus: list
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (u, gib))| AssignedGpu {
-                        uuid: format!("GPU-{u}"),
-                        index: i as u32,
-                        memory_bytes: gib << 30,
-                    })
-                    .collect(),
-                mig: vec![],
-            }],
-        }
-    }
-
-    fn mig(uuid: &str, profile: &str) -> PodAssignment {
-        PodAssignment {
-            version: proto::assignment::VERSION.into(),
-            node: "n".into(),
-            containers: vec![ContainerAssignment {
-                name: "server".into(),
-                gpus: vec![],
-                mig: vec![AssignedMig {
-                    uuid: format!("MIG-{uuid}"),
-                    parent_uuid: "GPU-p".into(),
-                    profile: profile.into(),
-                }],
-            }],
-        }
-    }
-
-    fn first(ours: &PodAssignment, others: &[PodAssignment]) -> Option<String> {
-        confusable_with(
-            ours,
-            others
-                .iter()
-                .enumerate()
-                .map(|(i, a)| (format!("ns/p{i}"), a)),
-        )
-    }
-
-    #[test]
-    fn same_request_on_other_gpus_is_confusable() {
-        let ours = gpus(&[("a", 20)]);
-        assert_eq!(first(&ours, &[gpus(&[("b", 20)])]), Some("ns/p0".into()));
-        // Same GPU count, other memory: the slice request alone is alike.
-        assert_eq!(first(&ours, &[gpus(&[("b", 30)])]), Some("ns/p0".into()));
-        // Same total memory over a different GPU count.
-        assert_eq!(
-            first(&ours, &[gpus(&[("b", 10), ("c", 10)])]),
-            Some("ns/p0".into())
-        );
-        assert_eq!(
-            first(&mig("x", "1g.10gb"), &[mig("y", "1g.10gb")]),
-            Some("ns/p0".into())
-        );
-    }
-
-    #[test]
-    fn interchangeable_or_different_requests_are_not() {
-        let ours = gpus(&[("a", 20)]);
-        assert_eq!(first(&ours, &[gpus(&[("a", 20)])]), None);
-        assert_eq!(first(&ours, &[gpus(&[("b", 30), ("c", 30)])]), None);
-        assert_eq!(first(&mig("x", "1g.10gb"), &[mig("y", "3g.40gb")]), None);
-        assert_eq!(first(&ours, &[]), None);
-    }
-
-    #[test]
-    fn admission_is_read_from_kubelet_status() {
-        let mut pod = Pod::default();
-        assert!(!admitted_by_kubelet(&pod));
-        pod.status = Some(PodStatus {
-            phase: Some("Pending".into()),
-            conditions: Some(vec![PodCondition {
-                type_: "PodScheduled".into(),
-                status: "True".into(),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        });
-        assert!(!admitted_by_kubelet(&pod));
-        let mut initialized = pod.clone();
-        if let Some(s) = initialized.status.as_mut() {
-            s.conditions.get_or_insert_default().push(PodCondition {
-                type_: "Initialized".into(),
-                status: "True".into(),
-                ..Default::default()
-            });
-        }
-        assert!(admitted_by_kubelet(&initialized));
-        let mut creating = pod.clone();
-        if let Some(s) = creating.status.as_mut() {
-            s.container_statuses = Some(vec![ContainerStatus {
-                name: "server".into(),
-                ..Default::default()
-            }]);
-        }
-        assert!(admitted_by_kubelet(&creating));
-        let mut running = pod;
-        if let Some(s) = running.status.as_mut() {
-            s.phase = Some("Running".into());
-        }
-        assert!(admitted_by_kubelet(&running));
-    }
+    choose_clear(
+        &ledger,
+        id,
+        &prep,
+        &scorer,
+        inv,
+        pending,
+        preferred,
+        &mut tie_breaker(pod),
+    )
 }

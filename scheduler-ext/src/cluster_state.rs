@@ -10,7 +10,7 @@
 //!   remembered and held again when its inventory (re)appears.
 //! - Unhealthy GPUs take no new pods; pods already on them keep holding.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use placement::{
@@ -21,9 +21,12 @@ use proto::assignment::PodAssignment;
 use proto::extender::{HostPriority, MAX_EXTENDER_PRIORITY};
 use proto::inventory::{GpuNodeInventory, NodeInventory};
 
+use rand::SeedableRng;
+
+use crate::alike::{NotClear, Pending, choose_clear};
 use crate::demand::PodNeeds;
 use crate::reservations::Reservations;
-use crate::translate::{allocation_of, node_spec};
+use crate::translate::{allocation_of, assignment_of, node_spec};
 
 /// Something the state could not take in; the adapters log and count these.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +80,9 @@ pub struct ClusterState {
     bound_uids: HashMap<String, PodKey>,
     /// Bound pods' priorities (`spec.priority`), to rank preemption victims.
     priorities: HashMap<PodKey, i32>,
+    /// UIDs of bound pods kubelet has admitted (`proto::pod::is_admitted`):
+    /// alike pods need not be kept apart from them.
+    admitted: HashSet<String>,
     /// Pods seen deleted, finished or bound without an assignment, by UID,
     /// with the time they were: their reservations, still listed in a
     /// node's annotation until they expire or are pruned, hold nothing.
@@ -217,6 +223,7 @@ impl ClusterState {
             bound: HashMap::new(),
             bound_uids: HashMap::new(),
             priorities: HashMap::new(),
+            admitted: HashSet::new(),
             settled: HashMap::new(),
             now: 0,
             sigs: HashMap::new(),
@@ -447,7 +454,138 @@ impl ClusterState {
     }
 
     fn settle(&mut self, uid: &str) {
+        self.admitted.remove(uid);
         self.settled.insert(uid.to_string(), self.now);
+    }
+
+    /// Records whether kubelet has admitted a bound pod.
+    pub fn note_admitted(&mut self, uid: &str, admitted: bool) {
+        if admitted {
+            self.admitted.insert(uid.to_string());
+        } else {
+            self.admitted.remove(uid);
+        }
+    }
+
+    /// Whether the pod watch showed kubelet admitting this pod. Admission
+    /// is never undone, so `true` is certain; `false` may be a watch behind.
+    pub fn is_admitted(&self, uid: &str) -> bool {
+        self.admitted.contains(uid)
+    }
+
+    /// Whether the pod watch shows this pod bound to `node`.
+    pub fn is_bound_on(&self, uid: &str, node: &str) -> bool {
+        self.bound_uids
+            .get(uid)
+            .and_then(|k| self.bound.get(k))
+            .is_some_and(|a| a.node == node)
+    }
+
+    /// Pods the watch shows bound to `node` with an assignment.
+    pub fn bound_on(&self, node: &str) -> Vec<(PodKey, PodAssignment)> {
+        let mut on: Vec<(PodKey, PodAssignment)> = self
+            .bound
+            .iter()
+            .filter(|(_, a)| a.node == node)
+            .map(|(k, a)| (k.clone(), a.clone()))
+            .collect();
+        on.sort_by(|a, b| a.0.cmp(&b.0));
+        on
+    }
+
+    /// Pods holding GPUs on `node` that kubelet has not admitted yet: binds
+    /// in flight (reservations) and bound pods not yet admitted.
+    pub fn pending_on(&self, node: &str) -> Vec<Pending> {
+        let (Some(sig), Some(entry)) = (self.sigs.get(node), self.nodes.get(node)) else {
+            return Vec::new();
+        };
+        let mut pending: Vec<Pending> = sig
+            .holdings
+            .keys()
+            .filter_map(|k| {
+                let (alloc, expires) = self.ledger.holding(k)?;
+                let awaiting = expires.is_some()
+                    || (self.bound.contains_key(k) && !self.admitted.contains(&k.uid));
+                awaiting.then(|| Pending {
+                    who: k.to_string(),
+                    assignment: assignment_of(alloc, &entry.inventory),
+                })
+            })
+            .collect();
+        pending.sort_by(|a, b| a.who.cmp(&b.who));
+        pending
+    }
+
+    /// kube-scheduler's "assume": the moment a bind arrives, the pod's GPUs
+    /// on `node` count as taken here (held like a reservation, until
+    /// `expires_at`), so that filters of the next pods already see them.
+    /// The GPUs are chosen as bind chooses them; `None` when the pod is
+    /// bound already or does not fit there by this replica's view.
+    pub fn assume(
+        &mut self,
+        key: &PodKey,
+        needs: &PodNeeds,
+        node: &str,
+        expires_at: u64,
+    ) -> Option<Allocation> {
+        if self.bound.contains_key(key) {
+            return None;
+        }
+        self.release(key);
+        let (id, unit) = self.sigs.get(node).map(|s| (s.id, s.unit))?;
+        let inventory = self.nodes.get(node)?.inventory.clone();
+        let demand = needs.demand(unit);
+        let prep = self.ledger.prepare(&demand);
+        let pending = self.pending_on(node);
+        let alloc = choose_clear(
+            &self.ledger,
+            id,
+            &prep,
+            &self.scorer,
+            &inventory,
+            &pending,
+            None,
+            &mut tie_breaker(key),
+        )
+        .ok()?;
+        self.hold(key.clone(), alloc.clone(), Some(expires_at))
+            .ok()?;
+        Some(alloc)
+    }
+
+    /// Gives back what [`ClusterState::assume`] (or a reservation) held for
+    /// a pod whose bind failed; a bound pod keeps its holding.
+    pub fn unassume(&mut self, key: &PodKey) {
+        if !self.bound.contains_key(key) {
+            self.release(key);
+        }
+    }
+
+    /// The pending pod on `node` that keeps this pod off it for now (see
+    /// [`crate::alike`]), if any.
+    fn awaiting_on(&self, node: &str, needs: &PodNeeds) -> Option<String> {
+        let pending = self.pending_on(node);
+        if pending.is_empty() {
+            return None;
+        }
+        let sig = self.sigs.get(node)?;
+        let inventory = &self.nodes.get(node)?.inventory;
+        let demand = needs.demand(sig.unit);
+        let prep = self.ledger.prepare(&demand);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+        match choose_clear(
+            &self.ledger,
+            sig.id,
+            &prep,
+            &self.scorer,
+            inventory,
+            &pending,
+            None,
+            &mut rng,
+        ) {
+            Err(NotClear::Awaiting(other)) => Some(other),
+            Ok(_) | Err(NotClear::Unfit(_)) => None,
+        }
     }
 
     /// Whether a reservation for this pod UID holds nothing: the pod is
@@ -559,6 +697,32 @@ impl ClusterState {
                 }
             }
         }
+        // Alike pods of one wave go to nodes where they can bind at once;
+        // only where every fitting node is still admitting an alike pod do
+        // they stay, and bind waits for kubelet there.
+        let (clear, held_up): (Vec<_>, Vec<_>) = out
+            .feasible
+            .drain(..)
+            .map(|n| {
+                let other = self.awaiting_on(&n, needs);
+                (n, other)
+            })
+            .partition(|(_, other)| other.is_none());
+        let clear: Vec<String> = clear.into_iter().map(|(n, _)| n).collect();
+        if clear.is_empty() {
+            out.feasible = held_up.into_iter().map(|(n, _)| n).collect();
+        } else {
+            out.feasible = clear;
+            for (n, other) in held_up {
+                out.failed.insert(
+                    n,
+                    format!(
+                        "node is still admitting pod {}, whose containers ask for the same amount on other GPUs",
+                        other.unwrap_or_default()
+                    ),
+                );
+            }
+        }
         out
     }
 
@@ -593,6 +757,8 @@ impl ClusterState {
             } else {
                 *memo.entry(sig.value).or_insert_with(score)
             };
+            // A node still admitting an alike pod ranks last (see filter).
+            let s = s.filter(|_| self.awaiting_on(name, needs).is_none());
             raw.push(s);
         }
         let fits: Vec<f64> = raw.iter().flatten().copied().collect();
@@ -781,6 +947,12 @@ fn demand_of(a: &Allocation) -> PodDemand {
 /// The mix assumed before anything is placed: LLM servers on one GPU
 /// sharing it (small models), one whole GPU, and tensor-parallel sets of
 /// two, four and eight whole GPUs.
+/// Ties among equally good GPU sets are broken by the pod, so that every
+/// replica (and every retry) makes the same choice.
+pub fn tie_breaker(key: &PodKey) -> rand_chacha::ChaCha8Rng {
+    rand_chacha::ChaCha8Rng::seed_from_u64(hash_of(&(&key.namespace, &key.name)))
+}
+
 pub fn default_typical() -> TypicalPods {
     TypicalPods::new(vec![
         (PodDemand::gpus(1, MemoryNeed::Bytes(20 << 30)), 3.0),
@@ -992,6 +1164,48 @@ mod tests {
     }
 
     #[test]
+    fn alike_pods_awaiting_kubelet_steer_the_next_replica_elsewhere() {
+        let mut s = state(&[("a", 2), ("b", 2)]);
+        // Four 20 GiB replicas fill GPU 0 of a, interchangeably; kubelet
+        // has admitted none of them yet.
+        for i in 0..4 {
+            let key = PodKey::new("ns", format!("r{i}"), format!("r{i}"));
+            let alloc = s.assume(&key, &needs(1, Some(20)), "a", 100).unwrap();
+            assert_eq!(alloc.containers[0].gpus[0].index, 0, "shares GPU 0");
+        }
+        // The fifth would need GPU 1 of a, which the device plugin could
+        // mistake for theirs: it goes to b while b is clear...
+        let out = s.filter(&needs(1, Some(20)), &["a", "b"]);
+        assert_eq!(out.feasible, ["b"]);
+        assert!(
+            out.failed["a"].contains("still admitting pod ns/r"),
+            "{out:?}"
+        );
+        let scores = s.prioritize(&needs(1, Some(20)), &["a", "b"]);
+        assert_eq!((scores[0].score, scores[1].score), (0, 10));
+        // ... and stays on a when nowhere is clear (bind waits there).
+        assert_eq!(s.filter(&needs(1, Some(20)), &["a"]).feasible, ["a"]);
+        // Once bound and admitted, the replicas constrain nothing.
+        for i in 0..4 {
+            let key = PodKey::new("ns", format!("r{i}"), format!("r{i}"));
+            let (alloc, _) = s.ledger.holding(&key).unwrap();
+            let a = assignment_of(&alloc.clone(), &s.inventory("a").unwrap());
+            s.apply_pod(key.clone(), Some(a));
+            s.note_admitted(&key.uid, true);
+        }
+        assert_eq!(
+            s.filter(&needs(1, Some(20)), &["a", "b"]).feasible,
+            ["a", "b"]
+        );
+        // A failed bind gives its assumed GPUs back.
+        let late = PodKey::new("ns", "late", "late");
+        s.assume(&late, &needs(2, None), "b", 100).unwrap();
+        assert!(s.filter(&needs(1, None), &["b"]).feasible.is_empty());
+        s.unassume(&late);
+        assert_eq!(s.filter(&needs(1, None), &["b"]).feasible, ["b"]);
+    }
+
+    #[test]
     fn prioritize_scales_fitting_nodes_and_zeroes_the_rest() {
         let mut s = state(&[("a", 8), ("b", 8), ("c", 1)]);
         bind(&mut s, "a", "x", 1, Some(40));
@@ -1068,13 +1282,21 @@ mod tests {
                 }
             }
             // Answering all nodes at once (states shared through their
-            // signatures) equals answering each alone.
+            // signatures) equals answering each alone, except that nodes
+            // still admitting an alike pod give way to nodes that are not.
             for probe in [needs(1, Some(30)), needs(2, None), needs(1, None)] {
                 let together = s.filter(&probe, &names);
                 for n in names {
                     let alone = s.filter(&probe, &[n]);
-                    prop_assert_eq!(together.feasible.contains(&n.to_string()), alone.feasible.len() == 1);
-                    prop_assert_eq!(together.failed.get(n), alone.failed.get(n));
+                    let fits_alone = alone.feasible.len() == 1;
+                    if together.feasible.contains(&n.to_string()) {
+                        prop_assert!(fits_alone);
+                    } else if fits_alone {
+                        prop_assert!(together.failed[n].contains("still admitting"), "{:?}", together.failed.get(n));
+                        prop_assert!(!together.feasible.is_empty());
+                    } else {
+                        prop_assert_eq!(together.failed.get(n), alone.failed.get(n));
+                    }
                 }
             }
             for (uid, _) in live {

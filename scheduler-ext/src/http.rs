@@ -93,17 +93,22 @@ pub fn verbs_router(app: Arc<App>, prefix: &str, limits: &Limits) -> Router {
     let verbs = Arc::new(Verbs {
         app,
         workers: Arc::new(Semaphore::new(limits.workers.max(1))),
+        timeout: limits.timeout,
     });
-    Router::new()
+    let timed = Router::new()
         .route(&format!("{prefix}/filter"), post(filter))
         .route(&format!("{prefix}/prioritize"), post(prioritize))
-        .route(&format!("{prefix}/bind"), post(bind))
         .route(&format!("{prefix}/preempt"), post(preempt))
-        .layer(DefaultBodyLimit::max(limits.body_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             limits.timeout,
-        ))
+        ));
+    // Bind keeps its own deadline (`BindConfig::deadline`): cut off from
+    // outside, it could be dropped between its Binding and its answer.
+    Router::new()
+        .route(&format!("{prefix}/bind"), post(bind))
+        .merge(timed)
+        .layer(DefaultBodyLimit::max(limits.body_bytes))
         .with_state(verbs)
 }
 
@@ -115,6 +120,8 @@ struct Verbs {
     /// this many at once, so that a flood of heavy requests neither stalls
     /// the tasks that serve `/healthz` nor queues unbounded work.
     workers: Arc<Semaphore>,
+    /// The request timeout, for bind's wait for a worker.
+    timeout: Duration,
 }
 
 impl Verbs {
@@ -201,6 +208,13 @@ pub fn filter_reply(app: &App, body: &[u8]) -> (ExtenderFilterResult, &'static s
     }
     let names = args.node_names();
     let needs = match PodNeeds::from_pod_with(&args.pod, app.models.as_ref()) {
+        // The bind that may follow assumes the pod's GPUs with these.
+        Ok(n) if !n.is_empty() => {
+            if let (Some(binder), Some(uid)) = (&app.binder, &args.pod.metadata.uid) {
+                binder.sized_pods().remember(uid, &n);
+            }
+            n
+        }
         Ok(n) => n,
         // Not the pod's fault, and soon resolved: every node fails for now
         // (retriable, unlike an unreadable request) and the next attempt
@@ -347,13 +361,19 @@ pub fn prioritize_reply(app: &App, body: &[u8]) -> Result<Vec<HostPriority>, Ref
 async fn bind(State(verbs): State<Arc<Verbs>>, body: Bytes) -> Json<ExtenderBindingResult> {
     let start = Instant::now();
     let app = &verbs.app;
-    let (error, outcome) = match verbs
-        .run(move |_| parse::<ExtenderBindingArgs>(&body, "bind"))
-        .await
-    {
-        Ok(Ok(args)) => bind_reply(app, &args).await,
-        Ok(Err(e)) => (e, "bad_request"),
-        Err((_, e, outcome)) => (e, outcome),
+    let parsed = tokio::time::timeout(
+        verbs.timeout,
+        verbs.run(move |_| parse::<ExtenderBindingArgs>(&body, "bind")),
+    )
+    .await;
+    let (error, outcome) = match parsed {
+        Ok(Ok(Ok(args))) => bind_reply(app, &args).await,
+        Ok(Ok(Err(e))) => (e, "bad_request"),
+        Ok(Err((_, e, outcome))) => (e, outcome),
+        Err(_) => (
+            "extender is busy: no worker was free within the request timeout".into(),
+            "timeout",
+        ),
     };
     app.metrics
         .observe("bind", outcome, start.elapsed().as_secs_f64());

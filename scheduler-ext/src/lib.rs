@@ -7,11 +7,13 @@
 //! - [`translate`]: inventories and assignments ↔ the placement core's types;
 //! - [`reservations`]: the per-node pending-bind annotation;
 //! - [`cluster_state`]: the ledger of every node and pod, filter and prioritize;
+//! - [`alike`]: keeping alike pods that await kubelet apart;
 //! - [`bind`]: choosing GPUs and creating the Binding without double booking;
 //! - [`watch`]: kube-rs watches feeding the state, and readiness;
 //! - [`events`], [`metrics`], [`http`], [`conn`], [`config`], [`server`],
 //!   [`cli`]: the service around them.
 
+pub mod alike;
 pub mod bind;
 pub mod cli;
 pub mod cluster_state;

@@ -1,15 +1,16 @@
-//! Pending bind reservations, kept in the annotation [`ANNOTATION`] on a
+//! Each node's GPU bookings, kept in the annotation [`ANNOTATION`] on the
 //! node's `GpuNodeInventory`.
 //!
-//! Every extender replica writes a reservation here, conditional on the
-//! object's resourceVersion, before it creates a Binding on that node. The
-//! object is the per-node serialisation point of bind decisions (see
-//! `bind.rs` for why this prevents double booking). The device plugin owns
-//! the spec and never writes this annotation.
+//! Every extender replica writes a pod's entry here, conditional on the
+//! object's resourceVersion, before it creates the pod's Binding on that
+//! node. The object is the per-node serialisation point of bind decisions
+//! (see `bind.rs` for why this prevents double booking). The device plugin
+//! owns the spec and never writes this annotation.
 //!
-//! An entry lives until the pod shows up bound (its assignment is then on
-//! the pod itself), or until it expires because the bind that wrote it
-//! failed or its replica died; later writes prune such entries.
+//! An entry lives as long as its pod holds the GPUs: until the pod is
+//! deleted or finished. `expiresAt` bounds only an entry whose Binding
+//! never happened (the bind failed, or its replica died): past it, and with
+//! the pod not bound to the node, later writes drop the entry.
 
 use std::collections::BTreeMap;
 
@@ -22,7 +23,7 @@ pub use proto::assignment::RESERVATIONS_ANNOTATION as ANNOTATION;
 /// The format version written and read.
 pub const VERSION: &str = "v1";
 
-/// The pending reservations on one node, by pod UID.
+/// The bookings on one node, by pod UID.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Reservations {
@@ -30,13 +31,14 @@ pub struct Reservations {
     pub pods: BTreeMap<String, Reservation>,
 }
 
-/// One pod's pending reservation.
+/// One pod's booking.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct Reservation {
     pub namespace: String,
     pub name: String,
-    /// Unix seconds after which the entry no longer holds anything.
+    /// Unix seconds after which the entry holds nothing unless its pod is
+    /// bound to the node.
     pub expires_at: u64,
     /// Which replica wrote it, for people reading the object.
     #[serde(default)]
@@ -86,14 +88,7 @@ impl Reservations {
         serde_json::to_string(self).unwrap_or_default()
     }
 
-    /// Drops entries that expired by `now` or whose pod `is_settled` says
-    /// is already accounted for elsewhere (bound, or gone).
-    pub fn prune(&mut self, now: u64, is_settled: impl Fn(&str) -> bool) {
-        self.pods
-            .retain(|uid, r| r.expires_at > now && !is_settled(uid));
-    }
-
-    /// Entries still holding at `now`.
+    /// Entries unexpired at `now` (entries of bound pods hold regardless).
     pub fn live(&self, now: u64) -> impl Iterator<Item = (&String, &Reservation)> {
         self.pods.iter().filter(move |(_, r)| r.expires_at > now)
     }
@@ -117,17 +112,17 @@ mod tests {
     }
 
     #[test]
-    fn round_trips_and_prunes() {
+    fn round_trips_and_tells_unexpired_entries() {
         let mut r = Reservations::empty();
         r.pods.insert("old".into(), entry(10));
         r.pods.insert("bound".into(), entry(100));
         r.pods.insert("pending".into(), entry(100));
         let back = Reservations::parse(Some(&r.to_json())).unwrap();
         assert_eq!(back, r);
-        assert_eq!(back.live(50).count(), 2);
-        let mut pruned = back;
-        pruned.prune(50, |uid| uid == "bound");
-        assert_eq!(pruned.pods.keys().collect::<Vec<_>>(), ["pending"]);
+        assert_eq!(
+            back.live(50).map(|(u, _)| u.as_str()).collect::<Vec<_>>(),
+            ["bound", "pending"]
+        );
     }
 
     #[test]

@@ -115,6 +115,7 @@ impl Extender {
                 margin: (config.reservation_ttl.as_secs() / 3).max(1),
                 attempts: config.bind_attempts,
                 holder: config.identity.clone(),
+                deadline: config.request_timeout,
             },
             clock,
         )

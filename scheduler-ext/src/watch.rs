@@ -154,7 +154,10 @@ async fn watch_pods(client: Client, feeds: Feeds) {
             Ok(Event::Init) => buffer.clear(),
             Ok(Event::InitApply(p)) => {
                 if let (Some(key), Some(a)) = (pod_key(&p), assignment(&p)) {
-                    feeds.write().note_priority(&key, priority(&p));
+                    let mut state = feeds.write();
+                    state.note_priority(&key, priority(&p));
+                    state.note_admitted(&key.uid, proto::pod::is_admitted(&p));
+                    drop(state);
                     buffer.push((key, a));
                 }
             }
@@ -168,10 +171,13 @@ async fn watch_pods(client: Client, feeds: Feeds) {
                 if let Some(key) = pod_key(&p) {
                     let mut state = feeds.write();
                     let held = assignment(&p);
+                    let admitted = held.is_some() && proto::pod::is_admitted(&p);
                     if held.is_some() {
                         state.note_priority(&key, priority(&p));
                     }
+                    let uid = key.uid.clone();
                     let problems = state.apply_pod(key, held);
+                    state.note_admitted(&uid, admitted);
                     drop(state);
                     feeds.report(problems);
                 }

@@ -78,7 +78,21 @@ async fn alike_pods_on_other_gpus_wait_for_kubelet_admission() {
     assert!(error.contains("still admitting pod ml/first"), "{r}");
     assert!(assignment(&client, "second").await.is_none());
     kubelet_admits_bound_pods(&client, "ml").await;
-    let r = post_json(&ext, "/bind", &bind_args(&second, "gpu-1")).await;
+    // Admission reaches the extender through its pod watch; until then the
+    // bind keeps waiting (kube-scheduler retries after its backoff).
+    let wait = Duration::from_millis(20);
+    let mut r = serde_json::Value::Null;
+    for _ in 0..100 {
+        r = post_json(&ext, "/bind", &bind_args(&second, "gpu-1")).await;
+        if r["Error"] == "" {
+            break;
+        }
+        assert!(
+            r["Error"].as_str().unwrap().contains("still admitting"),
+            "{r}"
+        );
+        tokio::time::sleep(wait).await;
+    }
     assert_eq!(r["Error"], "");
     let gpu = |a: PodAssignment| a.containers[0].gpus[0].uuid.clone();
     assert_ne!(
@@ -213,8 +227,9 @@ async fn deleting_a_pod_releases_its_gpus() {
     })
     .await;
     // The node's reservations annotation still lists the deleted pod until
-    // its entry expires. The device plugin re-publishing the inventory must
-    // not bring that entry back into the ledger.
+    // the next write on the node drops its entry. The device plugin
+    // re-publishing the inventory must not bring that entry back into the
+    // ledger.
     let inventories: Api<GpuNodeInventory> = Api::all(client.clone());
     let reserved = |inv: &GpuNodeInventory| {
         inv.metadata
@@ -227,7 +242,7 @@ async fn deleting_a_pod_releases_its_gpus() {
     let big_uid = big.metadata.uid.clone().unwrap();
     assert!(
         reserved(&inventories.get("gpu-1").await.unwrap()).contains(&big_uid),
-        "the bind leaves its reservation to expire"
+        "a bound pod's entry stays while the pod holds its GPUs"
     );
     inventories
         .patch(
@@ -467,6 +482,114 @@ async fn lost_reservation_races_are_retried() {
     );
     assert!(
         metrics.contains(r#"gpupack_extender_gpu_memory_allocated_bytes{node="gpu-1"}"#),
+        "{metrics}"
+    );
+    ext.shutdown().await;
+}
+
+/// A bind that cannot finish before its deadline answers an error and
+/// leaves the pod unbound: kube-scheduler's view (bind failed) and the API
+/// never drift apart, whether the API is slow to read or to write.
+#[tokio::test]
+async fn a_bind_past_its_deadline_leaves_the_pod_unbound() {
+    let (server, client) = cluster().await;
+    add_node(&client, &inventory("gpu-1", 2)).await;
+    let ext = start_extender(
+        &client,
+        scheduler_ext::Args {
+            identity: Some("a".into()),
+            request_timeout_ms: Some(400),
+            ..Default::default()
+        },
+    )
+    .await;
+    eventually("extender ready", || async { ext.readiness.is_ready() }).await;
+    // 500 ms per request: the first read overruns. 150 ms: the reads fit,
+    // the reservation write overruns.
+    for (i, latency) in [500u64, 150].into_iter().enumerate() {
+        let name = format!("slow{i}");
+        let p = add_pod(&client, &pod("ml", &name, "", 1, Some(20))).await;
+        post_json(&ext, "/filter", &args(&p, &["gpu-1"])).await;
+        server.faults().latency(Duration::from_millis(latency));
+        let started = std::time::Instant::now();
+        let r = post_json(&ext, "/bind", &bind_args(&p, "gpu-1")).await;
+        let took = started.elapsed();
+        server.faults().clear();
+        let error = r["Error"].as_str().unwrap();
+        assert!(error.contains("abandoned"), "{latency} ms: {r}");
+        assert!(
+            took < Duration::from_millis(400 + latency),
+            "answered after {took:?}"
+        );
+        // Nothing lands afterwards, and the reservation is withdrawn.
+        tokio::time::sleep(Duration::from_millis(3 * latency)).await;
+        assert!(assignment(&client, &name).await.is_none(), "{latency} ms");
+        let uid = p.metadata.uid.clone().unwrap();
+        eventually("the reservation is withdrawn", || async {
+            let inv: GpuNodeInventory = Api::all(client.clone()).get("gpu-1").await.unwrap();
+            !inv.metadata
+                .annotations
+                .unwrap_or_default()
+                .get(scheduler_ext::reservations::ANNOTATION)
+                .is_some_and(|r| r.contains(&uid))
+        })
+        .await;
+        // And the pod's GPUs were given back in the ledger.
+        let whole = add_pod(&client, &pod("ml", &format!("whole{i}"), "", 2, None)).await;
+        assert!(fits(&ext, &whole, "gpu-1").await, "{latency} ms");
+    }
+    assert_eq!(server.requests().count("create", "pods/binding"), 0);
+    ext.shutdown().await;
+}
+
+/// kube-scheduler filters the next pod while the previous bind runs; the
+/// GPUs of that bind already count as taken.
+#[tokio::test]
+async fn the_next_filter_sees_a_bind_in_flight() {
+    let (server, client) = cluster().await;
+    add_node(&client, &inventory("gpu-1", 1)).await;
+    let ext = extender(&client, "a").await;
+    let first = add_pod(&client, &pod("ml", "first", "", 1, None)).await;
+    let next = add_pod(&client, &pod("ml", "next", "", 1, None)).await;
+    assert!(fits(&ext, &first, "gpu-1").await);
+    server.faults().latency(Duration::from_millis(300));
+    let body = bind_args(&first, "gpu-1");
+    let bind = post_json(&ext, "/bind", &body);
+    let probe = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        fits(&ext, &next, "gpu-1").await
+    };
+    let (r, next_fits) = tokio::join!(bind, probe);
+    server.faults().clear();
+    assert_eq!(r["Error"], "", "{r}");
+    assert!(!next_fits, "the filter offered the GPU of a bind in flight");
+    ext.shutdown().await;
+}
+
+/// Binds for one node inside one replica take turns: none of them loses a
+/// race to another, so the API sees no 409 on the reservation write.
+#[tokio::test]
+async fn concurrent_binds_on_one_node_in_one_replica_do_not_conflict() {
+    let (server, client) = cluster().await;
+    add_node(&client, &inventory("gpu-1", 8)).await;
+    let ext = extender(&client, "a").await;
+    server.faults().latency(Duration::from_millis(3));
+    let mut pods = Vec::new();
+    // Alike replicas: all four share one GPU (four slices a GPU),
+    // interchangeably, so none has to wait for kubelet.
+    for i in 0..4 {
+        pods.push(add_pod(&client, &pod("ml", &format!("c{i}"), "", 1, Some(10))).await);
+    }
+    let bodies: Vec<_> = pods.iter().map(|p| bind_args(p, "gpu-1")).collect();
+    let replies =
+        futures::future::join_all(bodies.iter().map(|b| post_json(&ext, "/bind", b))).await;
+    server.faults().clear();
+    assert!(replies.iter().all(|r| r["Error"] == ""), "{replies:?}");
+    let conflicts = server.requests().count_where(|r| r.status == 409);
+    assert_eq!(conflicts, 0);
+    let (_, metrics) = http(&ext, "GET", "/metrics", "").await;
+    assert!(
+        metrics.contains("gpupack_extender_bind_conflicts_total 0"),
         "{metrics}"
     );
     ext.shutdown().await;
