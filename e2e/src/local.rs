@@ -56,6 +56,10 @@ pub struct LocalOptions {
     /// Extender processes, each with its own scheduler driver.
     pub extenders: usize,
     pub seed: u64,
+    /// The scheduler drivers back off as kube-scheduler does (1 s doubling
+    /// to 10 s) rather than with the shortened test backoffs, so that
+    /// timings compare with a real cluster's.
+    pub kube_scheduler_backoff: bool,
 }
 
 impl LocalOptions {
@@ -64,6 +68,7 @@ impl LocalOptions {
             nodes,
             extenders: 1,
             seed: 7,
+            kube_scheduler_backoff: false,
         }
     }
 }
@@ -178,7 +183,11 @@ impl LocalCluster {
             });
         }
 
-        let driver_options = DriverOptions::shipped("http://127.0.0.1:0")?;
+        let mut driver_options = DriverOptions::shipped("http://127.0.0.1:0")?;
+        if options.kube_scheduler_backoff {
+            driver_options.initial_backoff = Duration::from_secs(1);
+            driver_options.max_backoff = Duration::from_secs(10);
+        }
         let mut cluster = LocalCluster {
             drivers: Vec::new(),
             extenders: Vec::new(),

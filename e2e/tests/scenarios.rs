@@ -382,6 +382,48 @@ async fn pods_failed_while_the_extender_was_down_are_retried_once_it_is_back() {
     );
 }
 
+/// Issue 17, item 5: alike replicas created at once (a Deployment's) bind
+/// in one go, not in waves behind kubelet admission, with kube-scheduler's
+/// own backoffs; the hand-off guarantee holds (clean invariants).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alike_replicas_bind_at_once_not_in_waves() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let mut o = LocalOptions::new(vec![
+        NodeSpec::new("h100-a", spec::H100_NVSWITCH),
+        NodeSpec::new("h100-b", spec::H100_NVSWITCH),
+    ]);
+    o.kube_scheduler_backoff = true;
+    let cluster = LocalCluster::start(programs(), o).await.unwrap();
+    let pods: Vec<PodBuilder> = (0..6)
+        .map(|i| PodBuilder::explicit(&format!("replica-{i}"), 1, 20))
+        .collect();
+    let wanted = names(&pods);
+    let created = Instant::now();
+    cluster.submit(&pods).await.unwrap();
+    cluster
+        .wait_for("every replica bound", Duration::from_secs(60), |v| {
+            wanted.iter().all(|n| v.node_of(n).is_some())
+        })
+        .await
+        .unwrap();
+    let bound_after = created.elapsed();
+    let view = cluster
+        .wait_for("every replica running", Duration::from_secs(60), running(&wanted))
+        .await
+        .unwrap();
+    let running_after = created.elapsed();
+    let stats = cluster.drivers[0].stats();
+    eprintln!(
+        "6 alike replicas: all bound after {:.2} s, all running after {:.2} s, {} bind rejections",
+        bound_after.as_secs_f64(),
+        running_after.as_secs_f64(),
+        stats.bind_errors
+    );
+    assert_clean(&view);
+    assert_eq!(stats.bind_errors, 0, "{:?}", stats.failures);
+    assert!(bound_after < Duration::from_secs(2), "{bound_after:?}");
+}
+
 /// 4. Two extender replicas, each behind its own scheduler, both binding
 /// the same pods at once: no double booking.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

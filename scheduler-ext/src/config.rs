@@ -56,7 +56,7 @@ pub struct Args {
     /// Most client connections held open at once; more are closed on accept. Health probes share the cap unless served on --metrics-listen [default: 1024].
     #[arg(long, env = "GPUPACK_EXT_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
-    /// Seconds a bind reservation holds on a node [default: 60].
+    /// Seconds a node's booking for a pod holds before its Binding exists; once bound, it holds until the pod is gone [default: 60].
     #[arg(long, env = "GPUPACK_EXT_RESERVATION_TTL_SECONDS")]
     pub reservation_ttl_seconds: Option<u64>,
     /// Attempts at a node's reservation before a bind gives up [default: 8].
