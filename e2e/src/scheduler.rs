@@ -870,19 +870,20 @@ impl Driver {
                     Err(e) => {
                         s.bind_errors += 1;
                         s.rejections.count(RejectionCause::of(&e));
+                        // kube-scheduler sends a pod whose binding cycle
+                        // failed to the backoff queue; set before the
+                        // assumption goes, so no pass sees the pod free.
+                        let failures = back_off(&backoff, &options, &args.pod_uid, None);
                         a.remove(&args.pod_uid);
                         let msg = format!("binding rejected: {e:#}");
                         tracing::debug!(pod = %key(&pod), %msg, "bind failed");
                         s.failed_scheduling.insert(key(&pod), msg.clone());
                         s.failures.push((key(&pod), msg.clone()));
-                        Some(msg)
+                        Some((msg, failures))
                     }
                 }
             };
-            // kube-scheduler sends a pod whose binding cycle failed to the
-            // backoff queue.
-            if let Some(msg) = failure {
-                let failures = back_off(&backoff, &options, &args.pod_uid, None);
+            if let Some((msg, failures)) = failure {
                 report_failure(&client, &limiter, &pod, failures, "SchedulerError", &msg).await;
             }
         });
@@ -993,4 +994,73 @@ pub async fn record_event(
         .create(&PostParams::default(), &event)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejections_are_told_by_cause() {
+        let of = |e: anyhow::Error| RejectionCause::of(&e.context("extender bind"));
+        let status = |code: u16| crate::extender_client::HttpStatusError {
+            url: "http://x/gpupack/bind".into(),
+            status: http::StatusCode::from_u16(code).unwrap_or_default(),
+            body: String::new(),
+        };
+        assert_eq!(of(status(408).into()), RejectionCause::Timeout);
+        assert_eq!(of(status(500).into()), RejectionCause::Other);
+        assert_eq!(
+            of(anyhow::anyhow!(
+                "extender bind: pod llm/a: node n is still admitting pod llm/b, whose ..."
+            )),
+            RejectionCause::StillAdmitting
+        );
+        assert_eq!(
+            of(anyhow::anyhow!(
+                "pod llm/a no longer fits on node n: no GPU"
+            )),
+            RejectionCause::NoLongerFits
+        );
+        assert_eq!(
+            of(anyhow::anyhow!(
+                "node n: lost 8 races to reserve GPUs for pod llm/a; retry"
+            )),
+            RejectionCause::Contended
+        );
+        let mut r = Rejections::default();
+        r.count(RejectionCause::Timeout);
+        r.count(RejectionCause::StillAdmitting);
+        assert_eq!((r.timeouts, r.still_admitting, r.total()), (1, 1, 2));
+    }
+
+    #[tokio::test]
+    async fn client_timeouts_count_as_timeouts() {
+        let elapsed = tokio::time::timeout(Duration::from_millis(1), std::future::pending::<()>())
+            .await
+            .unwrap_err();
+        let e = anyhow::Error::new(elapsed).context("http://x/gpupack/bind: no answer within 15s");
+        assert_eq!(RejectionCause::of(&e), RejectionCause::Timeout);
+    }
+
+    #[tokio::test]
+    async fn the_rate_limit_allows_a_burst_then_qps() {
+        let limiter = RateLimiter::new(Some(ClientRate {
+            qps: 100.0,
+            burst: 10,
+        }));
+        let t = Instant::now();
+        for _ in 0..10 {
+            limiter.wait().await;
+        }
+        assert!(t.elapsed() < Duration::from_millis(50), "{:?}", t.elapsed());
+        for _ in 0..20 {
+            limiter.wait().await;
+        }
+        assert!(
+            t.elapsed() >= Duration::from_millis(180),
+            "{:?}",
+            t.elapsed()
+        );
+    }
 }
