@@ -98,6 +98,8 @@ struct Outcome {
     rejections: Rejections,
     capped: bool,
     overcommit: Overcommit,
+    /// The first few bind rejections other than "still admitting".
+    examples: Vec<String>,
 }
 
 impl Outcome {
@@ -222,6 +224,9 @@ fn print_outcome(o: &Outcome) {
         r.contended,
         r.other,
     );
+    for e in &o.examples {
+        println!("    e.g. {e}");
+    }
 }
 
 /// The node's inventory as the device plugin discovers it in the shipped
@@ -402,6 +407,14 @@ async fn run(args: &Args, mode: Mode) -> Result<Outcome> {
         .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some())
         .count();
     let overcommit = overcommit(&stored, &gpu_memory);
+    let examples = stats
+        .failures
+        .iter()
+        .map(|(_, m)| m)
+        .filter(|m| m.starts_with("binding rejected") && !m.contains("is still admitting"))
+        .take(3)
+        .map(|m| m.chars().take(240).collect())
+        .collect();
     api.stop().await;
     Ok(Outcome {
         mode,
@@ -411,6 +424,7 @@ async fn run(args: &Args, mode: Mode) -> Result<Outcome> {
         rejections: stats.rejections,
         capped,
         overcommit,
+        examples,
     })
 }
 
