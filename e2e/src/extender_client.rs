@@ -13,6 +13,17 @@ use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+/// An answer other than 200 OK; the status stays readable (kube-scheduler
+/// reports it as `code N` in its bind error).
+#[derive(Debug, thiserror::Error)]
+#[error("{url}: HTTP {status}: {body}")]
+pub struct HttpStatusError {
+    pub url: String,
+    pub status: http::StatusCode,
+    /// The start of the body.
+    pub body: String,
+}
+
 /// One extender endpoint.
 #[derive(Clone, Debug)]
 pub struct ExtenderClient {
@@ -36,7 +47,9 @@ impl ExtenderClient {
         &self.base
     }
 
-    /// Calls `verb` with `body` and decodes the reply.
+    /// Calls `verb` with `body` and decodes the reply. No answer within the
+    /// timeout is an error that downcasts to [`tokio::time::error::Elapsed`],
+    /// an answer but 200 one that downcasts to [`HttpStatusError`].
     pub async fn call<B: Serialize, R: DeserializeOwned>(&self, verb: &str, body: &B) -> Result<R> {
         let url = format!("{}/{verb}", self.base);
         let json = serde_json::to_vec(body).context("encoding the request")?;
@@ -55,13 +68,12 @@ impl ExtenderClient {
         .with_context(|| format!("{url}: request failed"))?;
         let (status, body) = answer;
         if status != http::StatusCode::OK {
-            bail!(
-                "{url}: HTTP {status}: {}",
-                String::from_utf8_lossy(&body)
-                    .chars()
-                    .take(300)
-                    .collect::<String>()
-            );
+            return Err(HttpStatusError {
+                url,
+                status,
+                body: String::from_utf8_lossy(&body).chars().take(300).collect(),
+            }
+            .into());
         }
         serde_json::from_slice(&body).with_context(|| format!("{url}: undecodable reply"))
     }

@@ -215,7 +215,7 @@ async fn admit_one(node: &str, kubelet: &Kubelet, client: &kube::Client, pod: &P
 }
 
 /// A running status for every app container of `pod`, in kubelet's shape.
-fn container_statuses(pod: &Pod) -> serde_json::Value {
+pub(crate) fn container_statuses(pod: &Pod) -> serde_json::Value {
     let started =
         k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
     let statuses: Vec<serde_json::Value> = pod

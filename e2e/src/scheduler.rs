@@ -4,7 +4,10 @@
 //!
 //! 1. Only pods whose `schedulerName` is the profile's are scheduled, one
 //!    scheduling cycle at a time, oldest first; a pod that failed waits out
-//!    a per-pod exponential backoff before its next attempt.
+//!    a per-pod exponential backoff before its next attempt. Pods and
+//!    nodes are read as kube-scheduler's informers hold them: lists with
+//!    `resourceVersion=0`, which the API server answers from its watch
+//!    cache, never consistent lists.
 //! 2. In-tree filtering: the node is Ready and schedulable, and every
 //!    resource the pod requests fits `allocatable` minus what the pods on
 //!    the node (and pods assumed there) request (`NodeResourcesFit`).
@@ -18,7 +21,12 @@
 //!    ignored. The highest total wins, ties broken at random.
 //! 5. The pod is assumed on the node and bound asynchronously through the
 //!    extender's bind verb (or a plain Binding when no extender is
-//!    interested); a failed bind forgets the assumption and backs off.
+//!    interested), within the extender's `httpTimeout`; the next pod is
+//!    filtered while binds are in flight. A failed bind forgets the
+//!    assumption, records `FailedScheduling` ("binding rejected: ...") and
+//!    puts the pod into backoff, as kube-scheduler does with a pod whose
+//!    cycle ended in an error. The driver's own API writes (Bindings,
+//!    status) can be held to kube-scheduler's client rate limit.
 //! 6. A failed cycle records `FailedScheduling` with kube-scheduler's
 //!    "0/N nodes are available: ..." message, as an Event on the pod, and
 //!    sets the pod's `PodScheduled` condition (`Unschedulable`, or
@@ -77,7 +85,27 @@ pub struct DriverOptions {
     /// unschedulable pool when nothing moves it (kube-scheduler's
     /// `podMaxInUnschedulablePodsDuration`, 5 minutes).
     pub unschedulable_flush: Duration,
+    /// Client-side rate limit of the driver's own API writes (Bindings of
+    /// the default binder, status updates), as client-go's token bucket:
+    /// `qps` a second, up to `burst` at once. kube-scheduler's
+    /// `clientConnection` defaults to 50 and 100. `None`: unlimited.
+    pub client_rate: Option<ClientRate>,
     pub seed: u64,
+}
+
+/// A client-go rate limit: `qps` requests a second on average, `burst` at once.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ClientRate {
+    pub qps: f64,
+    pub burst: u32,
+}
+
+impl ClientRate {
+    /// kube-scheduler's default `clientConnection` (qps 50, burst 100).
+    pub const KUBE_SCHEDULER: ClientRate = ClientRate {
+        qps: 50.0,
+        burst: 100,
+    };
 }
 
 impl DriverOptions {
@@ -106,8 +134,16 @@ impl DriverOptions {
             max_backoff: Duration::from_secs(2),
             poll: Duration::from_millis(50),
             unschedulable_flush: Duration::from_secs(300),
+            client_rate: None,
             seed: 1,
         })
+    }
+
+    /// The extender entry's `httpTimeout` (kube-scheduler's default: 5 s).
+    pub fn http_timeout(&self) -> Result<Duration> {
+        let secs = crate::manifests::duration(self.extender.http_timeout.as_deref(), 5.0)
+            .context("the extender's httpTimeout")?;
+        Ok(Duration::from_secs_f64(secs))
     }
 
     /// The configuration's urlPrefix path (`/gpupack`).
@@ -132,11 +168,121 @@ pub struct Stats {
     pub bind_calls: u64,
     pub binds_ok: u64,
     pub bind_errors: u64,
+    /// Failed binds by cause.
+    pub rejections: Rejections,
+    /// When the latest successful bind returned.
+    pub last_bound: Option<Instant>,
     pub extender_errors: u64,
     /// Latest FailedScheduling message per pod (`namespace/name`).
     pub failed_scheduling: BTreeMap<String, String>,
     /// Every FailedScheduling message, oldest first.
     pub failures: Vec<(String, String)>,
+}
+
+/// Why a bind failed, told from kube-scheduler's error text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RejectionCause {
+    /// The extender answered 408, or not within `httpTimeout`.
+    Timeout,
+    /// The extender waits for kubelet to admit another pod on the node
+    /// ("... is still admitting ...").
+    StillAdmitting,
+    /// The pod no longer fits the node ("... no longer fits ...").
+    NoLongerFits,
+    /// The extender lost the races for the node ("lost N races").
+    Contended,
+    Other,
+}
+
+impl RejectionCause {
+    /// Classifies a failed bind.
+    pub fn of(e: &anyhow::Error) -> RejectionCause {
+        let timed_out = e.chain().any(|c| {
+            c.is::<tokio::time::error::Elapsed>()
+                || c.downcast_ref::<crate::extender_client::HttpStatusError>()
+                    .is_some_and(|h| h.status == http::StatusCode::REQUEST_TIMEOUT)
+        });
+        if timed_out {
+            return RejectionCause::Timeout;
+        }
+        let text = format!("{e:#}");
+        if text.contains("is still admitting") {
+            RejectionCause::StillAdmitting
+        } else if text.contains("no longer fits") {
+            RejectionCause::NoLongerFits
+        } else if text.contains("lost ") && text.contains(" races") {
+            RejectionCause::Contended
+        } else {
+            RejectionCause::Other
+        }
+    }
+}
+
+/// Failed binds, counted by cause.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rejections {
+    pub timeouts: u64,
+    pub still_admitting: u64,
+    pub no_longer_fits: u64,
+    pub contended: u64,
+    pub other: u64,
+}
+
+impl Rejections {
+    pub fn count(&mut self, cause: RejectionCause) {
+        let n = match cause {
+            RejectionCause::Timeout => &mut self.timeouts,
+            RejectionCause::StillAdmitting => &mut self.still_admitting,
+            RejectionCause::NoLongerFits => &mut self.no_longer_fits,
+            RejectionCause::Contended => &mut self.contended,
+            RejectionCause::Other => &mut self.other,
+        };
+        *n += 1;
+    }
+
+    pub fn total(&self) -> u64 {
+        self.timeouts + self.still_admitting + self.no_longer_fits + self.contended + self.other
+    }
+}
+
+/// client-go's token bucket, shared by the driver's writers: each request
+/// takes a token, waiting for it when none is left.
+#[derive(Clone, Default)]
+struct RateLimiter(Option<Arc<Mutex<Bucket>>>);
+
+struct Bucket {
+    rate: ClientRate,
+    /// May fall below 0: requests already promised the coming tokens.
+    tokens: f64,
+    at: Instant,
+}
+
+impl RateLimiter {
+    fn new(rate: Option<ClientRate>) -> RateLimiter {
+        RateLimiter(rate.filter(|r| r.qps > 0.0).map(|rate| {
+            Arc::new(Mutex::new(Bucket {
+                rate,
+                tokens: f64::from(rate.burst.max(1)),
+                at: Instant::now(),
+            }))
+        }))
+    }
+
+    async fn wait(&self) {
+        let Some(bucket) = &self.0 else { return };
+        let wait = {
+            let mut b = bucket.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            let refill = now.duration_since(b.at).as_secs_f64() * b.rate.qps;
+            b.tokens = (b.tokens + refill).min(f64::from(b.rate.burst.max(1)));
+            b.at = now;
+            b.tokens -= 1.0;
+            (-b.tokens).max(0.0) / b.rate.qps
+        };
+        if wait > 0.0 {
+            tokio::time::sleep(Duration::from_secs_f64(wait)).await;
+        }
+    }
 }
 
 /// A running driver; stops when dropped.
@@ -148,17 +294,15 @@ pub struct SchedulerDriver {
 impl SchedulerDriver {
     pub fn start(client: kube::Client, options: DriverOptions) -> SchedulerDriver {
         let stats = Arc::new(Mutex::new(Stats::default()));
-        let timeout = Duration::from_secs_f64(
-            crate::manifests::duration(options.extender.http_timeout.as_deref(), 5.0)
-                .unwrap_or(5.0),
-        );
+        let timeout = options.http_timeout().unwrap_or(Duration::from_secs(5));
         let driver = Driver {
             client,
             extender: ExtenderClient::new(&options.extender_url, timeout),
+            limiter: RateLimiter::new(options.client_rate),
             options,
             stats: stats.clone(),
             assumed: Arc::new(Mutex::new(HashMap::new())),
-            backoff: HashMap::new(),
+            backoff: Arc::new(Mutex::new(HashMap::new())),
             rng: ChaCha8Rng::seed_from_u64(0),
         };
         let task = tokio::spawn(driver.run());
@@ -248,11 +392,71 @@ fn cluster_fingerprint(pods: &[Pod], nodes: &[Node]) -> u64 {
 struct Driver {
     client: kube::Client,
     extender: ExtenderClient,
+    limiter: RateLimiter,
     options: DriverOptions,
     stats: Arc<Mutex<Stats>>,
     assumed: Arc<Mutex<HashMap<String, Assumed>>>,
-    backoff: HashMap<String, Backoff>,
+    /// Per pod uid; bind tasks add to it when a bind fails.
+    backoff: Arc<Mutex<HashMap<String, Backoff>>>,
     rng: ChaCha8Rng,
+}
+
+/// Counts a failure of the pod and sets its backoff: `initial` doubled per
+/// failure up to `max`. Returns how many failures the pod has had.
+fn back_off(
+    backoff: &Mutex<HashMap<String, Backoff>>,
+    options: &DriverOptions,
+    uid: &str,
+    parked: Option<Parked>,
+) -> u32 {
+    let mut all = backoff.lock().unwrap_or_else(|e| e.into_inner());
+    let b = all.entry(uid.to_string()).or_insert(Backoff {
+        failures: 0,
+        until: Instant::now(),
+        parked: None,
+    });
+    b.parked = parked;
+    b.failures += 1;
+    let wait = options
+        .initial_backoff
+        .saturating_mul(1 << (b.failures - 1).min(16))
+        .min(options.max_backoff);
+    b.until = Instant::now() + wait;
+    b.failures
+}
+
+/// What kube-scheduler writes when a cycle fails: the FailedScheduling
+/// Event and the `PodScheduled` condition, on the first failure and then
+/// on every power of two (its event recorder aggregates repeats; this
+/// keeps the API quiet).
+async fn report_failure(
+    client: &kube::Client,
+    limiter: &RateLimiter,
+    pod: &Pod,
+    failures: u32,
+    reason: &str,
+    message: &str,
+) {
+    if failures.is_power_of_two() {
+        let _ = record_event(client, pod, "FailedScheduling", message).await;
+        limiter.wait().await;
+        let _ = set_pod_scheduled_false(client, pod, reason, message).await;
+    }
+}
+
+/// Every node's use, summed over the bound pods that have not finished.
+fn usage_by_node(pods: &[Pod]) -> HashMap<&str, BTreeMap<String, f64>> {
+    let mut used: HashMap<&str, BTreeMap<String, f64>> = HashMap::new();
+    for p in pods.iter().filter(|p| !proto::pod::is_finished(p)) {
+        let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.as_deref()) else {
+            continue;
+        };
+        let entry = used.entry(node).or_default();
+        for (r, v) in pod_requests(p) {
+            *entry.entry(r).or_insert(0.0) += v;
+        }
+    }
+    used
 }
 
 fn key(pod: &Pod) -> String {
@@ -322,12 +526,13 @@ impl Driver {
     /// One look at the queue: every pending pod whose backoff has passed
     /// gets a scheduling cycle.
     async fn pass(&mut self) -> Result<()> {
+        // As the informers' caches: resourceVersion=0, from the watch cache.
         let pods = Api::<Pod>::all(self.client.clone())
-            .list(&ListParams::default())
+            .list(&ListParams::default().match_any())
             .await?
             .items;
         let nodes = Api::<Node>::all(self.client.clone())
-            .list(&ListParams::default())
+            .list(&ListParams::default().match_any())
             .await?
             .items;
         {
@@ -358,6 +563,7 @@ impl Driver {
         pending.sort_by_key(|p| (p.metadata.creation_timestamp.clone().map(|t| t.0), key(p)));
         let now = Instant::now();
         let cluster = cluster_fingerprint(&pods, &nodes);
+        let used = usage_by_node(&pods);
         for pod in pending {
             let Some(uid) = pod.metadata.uid.clone() else {
                 continue;
@@ -370,19 +576,23 @@ impl Driver {
             {
                 continue;
             }
-            if self.backoff.get(&uid).is_some_and(|b| b.until > now) {
+            let waiting = {
+                let backoff = self.backoff.lock().unwrap_or_else(|e| e.into_inner());
+                backoff.get(&uid).is_some_and(|b| {
+                    b.until > now
+                        || b.parked.as_ref().is_some_and(|parked| {
+                            parked.pod == pod_fingerprint(pod)
+                                && parked.cluster == cluster
+                                && now.duration_since(parked.since)
+                                    < self.options.unschedulable_flush
+                        })
+                })
+            };
+            if waiting {
                 continue;
             }
-            if let Some(parked) = self.backoff.get(&uid).and_then(|b| b.parked.as_ref()) {
-                let moved = parked.pod != pod_fingerprint(pod)
-                    || parked.cluster != cluster
-                    || now.duration_since(parked.since) >= self.options.unschedulable_flush;
-                if !moved {
-                    continue;
-                }
-            }
             self.stats().cycles += 1;
-            match self.schedule_one(pod, &pods, &nodes).await {
+            match self.schedule_one(pod, &used, &nodes).await {
                 Ok(()) => {}
                 Err(reason) => {
                     let parked =
@@ -434,7 +644,7 @@ impl Driver {
     fn in_tree_filter(
         &self,
         pod: &Pod,
-        pods: &[Pod],
+        used_by_node: &HashMap<&str, BTreeMap<String, f64>>,
         nodes: &[Node],
     ) -> (Vec<String>, Vec<String>) {
         let want = pod_requests(pod);
@@ -458,15 +668,7 @@ impl Driver {
                 .as_ref()
                 .and_then(|s| s.allocatable.clone())
                 .unwrap_or_default();
-            let mut used: BTreeMap<String, f64> = BTreeMap::new();
-            for p in pods.iter().filter(|p| {
-                p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name.as_str())
-                    && !proto::pod::is_finished(p)
-            }) {
-                for (r, v) in pod_requests(p) {
-                    *used.entry(r).or_insert(0.0) += v;
-                }
-            }
+            let mut used = used_by_node.get(name.as_str()).cloned().unwrap_or_default();
             for a in assumed.values().filter(|a| a.node == name) {
                 for (r, v) in &a.requests {
                     *used.entry(r.clone()).or_insert(0.0) += v;
@@ -486,9 +688,14 @@ impl Driver {
         (feasible, reasons)
     }
 
-    async fn schedule_one(&mut self, pod: &Pod, pods: &[Pod], nodes: &[Node]) -> Result<()> {
+    async fn schedule_one(
+        &mut self,
+        pod: &Pod,
+        used: &HashMap<&str, BTreeMap<String, f64>>,
+        nodes: &[Node],
+    ) -> Result<()> {
         let total = nodes.len();
-        let (mut feasible, mut reasons) = self.in_tree_filter(pod, pods, nodes);
+        let (mut feasible, mut reasons) = self.in_tree_filter(pod, used, nodes);
         let interested = self.interested(pod);
         if interested && !feasible.is_empty() && !self.options.extender.filter_verb.is_empty() {
             let args = ExtenderArgs {
@@ -630,7 +837,9 @@ impl Driver {
         let assumed = self.assumed.clone();
         let stats = self.stats.clone();
         let pod = pod.clone();
-        let backoff_hint = self.options.initial_backoff;
+        let backoff = self.backoff.clone();
+        let options = self.options.clone();
+        let limiter = self.limiter.clone();
         tokio::spawn(async move {
             stats.lock().unwrap_or_else(|e| e.into_inner()).bind_calls += 1;
             let result = if use_extender {
@@ -643,25 +852,39 @@ impl Driver {
                     Err(e) => Err(e.context("extender bind")),
                 }
             } else {
+                limiter.wait().await;
                 default_bind(&client, &args).await
             };
-            let mut a = assumed.lock().unwrap_or_else(|e| e.into_inner());
-            let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
-            match result {
-                Ok(()) => {
-                    s.binds_ok += 1;
-                    if let Some(entry) = a.get_mut(&args.pod_uid) {
-                        entry.binding = false;
+            let failure = {
+                let mut a = assumed.lock().unwrap_or_else(|e| e.into_inner());
+                let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
+                match result {
+                    Ok(()) => {
+                        s.binds_ok += 1;
+                        s.last_bound = Some(Instant::now());
+                        if let Some(entry) = a.get_mut(&args.pod_uid) {
+                            entry.binding = false;
+                        }
+                        None
+                    }
+                    Err(e) => {
+                        s.bind_errors += 1;
+                        s.rejections.count(RejectionCause::of(&e));
+                        // kube-scheduler sends a pod whose binding cycle
+                        // failed to the backoff queue; set before the
+                        // assumption goes, so no pass sees the pod free.
+                        let failures = back_off(&backoff, &options, &args.pod_uid, None);
+                        a.remove(&args.pod_uid);
+                        let msg = format!("binding rejected: {e:#}");
+                        tracing::debug!(pod = %key(&pod), %msg, "bind failed");
+                        s.failed_scheduling.insert(key(&pod), msg.clone());
+                        s.failures.push((key(&pod), msg.clone()));
+                        Some((msg, failures))
                     }
                 }
-                Err(e) => {
-                    s.bind_errors += 1;
-                    a.remove(&args.pod_uid);
-                    let msg = format!("binding rejected: {e:#}");
-                    tracing::debug!(pod = %key(&pod), %msg, ?backoff_hint, "bind failed");
-                    s.failed_scheduling.insert(key(&pod), msg.clone());
-                    s.failures.push((key(&pod), msg));
-                }
+            };
+            if let Some((msg, failures)) = failure {
+                report_failure(&client, &limiter, &pod, failures, "SchedulerError", &msg).await;
             }
         });
     }
@@ -675,32 +898,14 @@ impl Driver {
         } else {
             "Unschedulable"
         };
-        let b = self.backoff.entry(uid).or_insert(Backoff {
-            failures: 0,
-            until: Instant::now(),
-            parked: None,
-        });
-        b.parked = parked;
-        b.failures += 1;
-        let wait = self
-            .options
-            .initial_backoff
-            .saturating_mul(1 << (b.failures - 1).min(16))
-            .min(self.options.max_backoff);
-        b.until = Instant::now() + wait;
-        let failures = b.failures;
+        let failures = back_off(&self.backoff, &self.options, &uid, parked);
         {
             let mut s = self.stats.lock().unwrap_or_else(|e| e.into_inner());
             s.failed_scheduling.insert(key(pod), message.to_string());
             s.failures.push((key(pod), message.to_string()));
         }
         tracing::debug!(pod = %key(pod), message, "FailedScheduling");
-        // kube-scheduler's event recorder aggregates repeats; one Event per
-        // pod and new message keeps the API quiet.
-        if failures.is_power_of_two() {
-            let _ = record_event(&self.client, pod, "FailedScheduling", message).await;
-            let _ = set_pod_scheduled_false(&self.client, pod, reason, message).await;
-        }
+        report_failure(&self.client, &self.limiter, pod, failures, reason, message).await;
     }
 }
 
@@ -789,4 +994,73 @@ pub async fn record_event(
         .create(&PostParams::default(), &event)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejections_are_told_by_cause() {
+        let of = |e: anyhow::Error| RejectionCause::of(&e.context("extender bind"));
+        let status = |code: u16| crate::extender_client::HttpStatusError {
+            url: "http://x/gpupack/bind".into(),
+            status: http::StatusCode::from_u16(code).unwrap_or_default(),
+            body: String::new(),
+        };
+        assert_eq!(of(status(408).into()), RejectionCause::Timeout);
+        assert_eq!(of(status(500).into()), RejectionCause::Other);
+        assert_eq!(
+            of(anyhow::anyhow!(
+                "extender bind: pod llm/a: node n is still admitting pod llm/b, whose ..."
+            )),
+            RejectionCause::StillAdmitting
+        );
+        assert_eq!(
+            of(anyhow::anyhow!(
+                "pod llm/a no longer fits on node n: no GPU"
+            )),
+            RejectionCause::NoLongerFits
+        );
+        assert_eq!(
+            of(anyhow::anyhow!(
+                "node n: lost 8 races to reserve GPUs for pod llm/a; retry"
+            )),
+            RejectionCause::Contended
+        );
+        let mut r = Rejections::default();
+        r.count(RejectionCause::Timeout);
+        r.count(RejectionCause::StillAdmitting);
+        assert_eq!((r.timeouts, r.still_admitting, r.total()), (1, 1, 2));
+    }
+
+    #[tokio::test]
+    async fn client_timeouts_count_as_timeouts() {
+        let elapsed = tokio::time::timeout(Duration::from_millis(1), std::future::pending::<()>())
+            .await
+            .unwrap_err();
+        let e = anyhow::Error::new(elapsed).context("http://x/gpupack/bind: no answer within 15s");
+        assert_eq!(RejectionCause::of(&e), RejectionCause::Timeout);
+    }
+
+    #[tokio::test]
+    async fn the_rate_limit_allows_a_burst_then_qps() {
+        let limiter = RateLimiter::new(Some(ClientRate {
+            qps: 100.0,
+            burst: 10,
+        }));
+        let t = Instant::now();
+        for _ in 0..10 {
+            limiter.wait().await;
+        }
+        assert!(t.elapsed() < Duration::from_millis(50), "{:?}", t.elapsed());
+        for _ in 0..20 {
+            limiter.wait().await;
+        }
+        assert!(
+            t.elapsed() >= Duration::from_millis(180),
+            "{:?}",
+            t.elapsed()
+        );
+    }
 }

@@ -94,9 +94,15 @@ pub(crate) async fn handle(
         ),
         _ => ("other", String::new(), String::new(), None, None),
     };
-    let mut decision = app.faults.decide(route::is_write(verb));
+    let mut decision = app.faults.decide(route::is_write(verb), verb == "list");
     if decision.fail.is_none() && matches!(verb, "list" | "watch") {
         decision.fail = app.faults.list_failure(&resource);
+    }
+    if decision.fail.is_none()
+        && verb == "list"
+        && let Some(Target::Resource(p)) = &target
+    {
+        decision.latency += consistent_list_cost(&app, p, &params);
     }
     if !decision.latency.is_zero() {
         tokio::time::sleep(decision.latency).await;
@@ -132,6 +138,28 @@ pub(crate) async fn handle(
         injected,
     });
     response
+}
+
+/// What serving a list costs beyond the faults: nothing from the watch
+/// cache (`resourceVersion` given, `0` included); a consistent list (none,
+/// or empty) is read from etcd, whose cost grows with every stored object
+/// of the resource in the key range, whatever the selectors keep (see
+/// [`crate::faults::DEFAULT_CONSISTENT_LIST_COST`]). Every page of a paged
+/// consistent list pays for the whole range. Counted under the store lock,
+/// waited out after it is released.
+fn consistent_list_cost(app: &AppState, p: &ResourcePath, params: &Params) -> Duration {
+    if params
+        .resource_version
+        .as_deref()
+        .is_some_and(|rv| !rv.is_empty())
+    {
+        return Duration::ZERO;
+    }
+    let objects = app.store.read(|s| {
+        s.resource_type(&p.group, &p.version, &p.plural)
+            .map_or(0, |rt| s.count(&rt, p.namespace.as_deref()))
+    });
+    app.faults.consistent_list_delay(objects)
 }
 
 fn serde_urlencoded_params(query: &str) -> Params {

@@ -1,6 +1,10 @@
 //! Faults a test switches on while the server runs: conflicts on writes,
 //! latency, server errors. Closing watches and outages live on the server
 //! handle; this module decides, per request, what to inject.
+//!
+//! It also holds the one cost a real API server always has and the
+//! stand-in models by default: the price of a consistent list (see
+//! [`DEFAULT_CONSISTENT_LIST_COST`]).
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -9,6 +13,26 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+
+/// What a consistent list costs per stored object of the listed resource,
+/// by default: 30 µs.
+///
+/// A list with no `resourceVersion` (or an empty one) asks for the latest
+/// state. kube-apiserver before 1.31, or without the
+/// `ConsistentListFromCache` feature, serves it from etcd rather than from
+/// its watch cache: etcd reads the resource's whole key range
+/// (`/registry/pods/` for a cluster-wide list of pods,
+/// `/registry/pods/NAMESPACE/` for one namespace), and the API server
+/// decodes every object before the label and field selectors drop what
+/// does not match. A list of one node's pods (`spec.nodeName=NODE`) thus
+/// costs as much as a list of every pod. `resourceVersion=0` is served
+/// from the watch cache at no such cost, and so is a watch.
+///
+/// The figure: the Kubernetes 1.31 release blog on consistent reads from
+/// cache reports the 99th percentile of such pod lists on a 5,000-node
+/// cluster (about 150,000 pods) falling from 5 s to 1.5 s once served from
+/// the cache, so about 33 µs per stored pod through etcd; 30 µs is used.
+pub const DEFAULT_CONSISTENT_LIST_COST: Duration = Duration::from_micros(30);
 
 /// A set of faults, as the admin endpoint (`POST /_standin/faults`) takes
 /// them. Every field is optional; absent ones switch that fault off.
@@ -23,6 +47,16 @@ pub struct FaultPlan {
     pub seed: u64,
     /// Delay before every API response, in milliseconds.
     pub latency_ms: u64,
+    /// Further delay before the response to every write (create, update,
+    /// patch, delete, binding), in milliseconds.
+    pub write_latency_ms: u64,
+    /// Further delay before the response to every list (not watches), in
+    /// milliseconds.
+    pub list_latency_ms: u64,
+    /// Cost of a consistent list per stored object of the listed resource,
+    /// in microseconds (see [`DEFAULT_CONSISTENT_LIST_COST`]); absent: the
+    /// server's setting ([`crate::Options::consistent_list_cost`]), 0: free.
+    pub consistent_list_cost_us: Option<u64>,
     /// Status code for failed requests (500 or 503; default 503).
     pub fail_status: Option<u16>,
     /// Fail every request for this many milliseconds.
@@ -37,6 +71,8 @@ pub struct FaultPlan {
 /// What to do with one request.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Decision {
+    /// Delay before serving: the all-request latency plus the write or list
+    /// latency that applies.
     pub latency: Duration,
     /// Answer with this server error instead of serving the request.
     pub fail: Option<u16>,
@@ -57,6 +93,12 @@ struct State {
     conflict_probability: f64,
     rng: ChaCha8Rng,
     latency: Duration,
+    write_latency: Duration,
+    list_latency: Duration,
+    /// Per stored object, for consistent lists.
+    list_cost: Duration,
+    /// What `list_cost` returns to when faults are cleared.
+    base_list_cost: Duration,
     fail_status: u16,
     fail_until: Option<Instant>,
     fail_next: u32,
@@ -71,6 +113,10 @@ impl Default for State {
             conflict_probability: 0.0,
             rng: ChaCha8Rng::seed_from_u64(0),
             latency: Duration::ZERO,
+            write_latency: Duration::ZERO,
+            list_latency: Duration::ZERO,
+            list_cost: DEFAULT_CONSISTENT_LIST_COST,
+            base_list_cost: DEFAULT_CONSISTENT_LIST_COST,
             fail_status: 503,
             fail_until: None,
             fail_next: 0,
@@ -85,6 +131,18 @@ impl Default for State {
 pub struct Faults(Arc<Mutex<State>>);
 
 impl Faults {
+    /// A switchboard whose consistent lists cost `per_object` for each
+    /// stored object of the listed resource, also after [`Faults::clear`].
+    pub fn with_consistent_list_cost(per_object: Duration) -> Self {
+        let f = Self::default();
+        {
+            let mut s = f.state();
+            s.list_cost = per_object;
+            s.base_list_cost = per_object;
+        }
+        f
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -105,6 +163,30 @@ impl Faults {
     /// Every API response is delayed by `d`.
     pub fn latency(&self, d: Duration) {
         self.state().latency = d;
+    }
+
+    /// Every write (create, update, patch, delete, binding) is delayed by a
+    /// further `d`.
+    pub fn write_latency(&self, d: Duration) {
+        self.state().write_latency = d;
+    }
+
+    /// Every list (not a watch) is delayed by a further `d`.
+    pub fn list_latency(&self, d: Duration) {
+        self.state().list_latency = d;
+    }
+
+    /// A consistent list costs `per_object` for each stored object of the
+    /// listed resource (until cleared; then the server's setting again).
+    pub fn consistent_list_cost(&self, per_object: Duration) {
+        self.state().list_cost = per_object;
+    }
+
+    /// What a consistent list of `objects` stored objects costs now.
+    pub fn consistent_list_delay(&self, objects: usize) -> Duration {
+        self.state()
+            .list_cost
+            .saturating_mul(u32::try_from(objects).unwrap_or(u32::MAX))
     }
 
     /// Every request fails with `status` (500, 503, ...) for the next `d`.
@@ -130,12 +212,16 @@ impl Faults {
         s.fail_lists.insert(resource.to_string());
     }
 
-    /// Switches every fault off (the counts of injected faults stay).
+    /// Switches every fault off (the counts of injected faults stay) and
+    /// puts the cost of consistent lists back to the server's setting.
     pub fn clear(&self) {
         let mut s = self.state();
         let injected = s.injected;
+        let base = s.base_list_cost;
         *s = State {
             injected,
+            list_cost: base,
+            base_list_cost: base,
             ..State::default()
         };
     }
@@ -146,6 +232,11 @@ impl Faults {
         self.conflict_next_writes(plan.conflict_next_writes);
         self.conflict_probability(plan.conflict_probability, plan.seed);
         self.latency(Duration::from_millis(plan.latency_ms));
+        self.write_latency(Duration::from_millis(plan.write_latency_ms));
+        self.list_latency(Duration::from_millis(plan.list_latency_ms));
+        if let Some(us) = plan.consistent_list_cost_us {
+            self.consistent_list_cost(Duration::from_micros(us));
+        }
         let status = plan.fail_status.unwrap_or(503);
         if plan.fail_for_ms > 0 {
             self.fail_for(status, Duration::from_millis(plan.fail_for_ms));
@@ -173,11 +264,19 @@ impl Faults {
         Some(s.fail_status)
     }
 
-    /// Decides the faults for one request and counts them.
-    pub(crate) fn decide(&self, write: bool) -> Decision {
+    /// Decides the faults for one request (a write, a list, or neither)
+    /// and counts them.
+    pub(crate) fn decide(&self, write: bool, list: bool) -> Decision {
         let mut s = self.state();
+        let mut extra = Duration::ZERO;
+        if write {
+            extra += s.write_latency;
+        }
+        if list {
+            extra += s.list_latency;
+        }
         let mut d = Decision {
-            latency: s.latency,
+            latency: s.latency + extra,
             ..Decision::default()
         };
         let failing_window = s.fail_until.is_some_and(|t| Instant::now() < t);
@@ -209,10 +308,10 @@ mod tests {
     fn conflicts_hit_only_writes_and_count_down() {
         let f = Faults::default();
         f.conflict_next_writes(2);
-        assert!(!f.decide(false).conflict);
-        assert!(f.decide(true).conflict);
-        assert!(f.decide(true).conflict);
-        assert!(!f.decide(true).conflict);
+        assert!(!f.decide(false, false).conflict);
+        assert!(f.decide(true, false).conflict);
+        assert!(f.decide(true, false).conflict);
+        assert!(!f.decide(true, false).conflict);
         assert_eq!(f.injected().conflicts, 2);
     }
 
@@ -222,7 +321,7 @@ mod tests {
             let f = Faults::default();
             f.conflict_probability(0.3, 42);
             (0..1000)
-                .map(|_| f.decide(true).conflict)
+                .map(|_| f.decide(true, false).conflict)
                 .collect::<Vec<_>>()
         };
         let a = run();
@@ -235,12 +334,12 @@ mod tests {
     fn failures_by_count_and_by_time() {
         let f = Faults::default();
         f.fail_next(500, 1);
-        assert_eq!(f.decide(false).fail, Some(500));
-        assert_eq!(f.decide(false).fail, None);
+        assert_eq!(f.decide(false, false).fail, Some(500));
+        assert_eq!(f.decide(false, false).fail, None);
         f.fail_for(503, Duration::from_secs(60));
-        assert_eq!(f.decide(true).fail, Some(503));
+        assert_eq!(f.decide(true, false).fail, Some(503));
         f.clear();
-        assert_eq!(f.decide(true), Decision::default());
+        assert_eq!(f.decide(true, false), Decision::default());
         assert_eq!(f.injected().failures, 2);
     }
 
@@ -250,20 +349,52 @@ mod tests {
         f.fail_lists("gpunodeinventories", 503);
         assert_eq!(f.list_failure("gpunodeinventories"), Some(503));
         assert_eq!(f.list_failure("pods"), None);
-        assert_eq!(f.decide(false), Decision::default());
+        assert_eq!(f.decide(false, false), Decision::default());
         f.clear();
         assert_eq!(f.list_failure("gpunodeinventories"), None);
         assert_eq!(f.injected().failures, 1);
     }
 
     #[test]
+    fn write_and_list_latency_apply_apart() {
+        let f = Faults::default();
+        f.latency(Duration::from_millis(1));
+        f.write_latency(Duration::from_millis(10));
+        f.list_latency(Duration::from_millis(100));
+        assert_eq!(f.decide(false, false).latency, Duration::from_millis(1));
+        assert_eq!(f.decide(true, false).latency, Duration::from_millis(11));
+        assert_eq!(f.decide(false, true).latency, Duration::from_millis(101));
+        f.clear();
+        assert_eq!(f.decide(true, false).latency, Duration::ZERO);
+    }
+
+    #[test]
+    fn consistent_list_cost_scales_and_survives_clear() {
+        let f = Faults::with_consistent_list_cost(Duration::from_micros(50));
+        assert_eq!(f.consistent_list_delay(1000), Duration::from_millis(50));
+        f.set(&FaultPlan {
+            consistent_list_cost_us: Some(0),
+            ..FaultPlan::default()
+        });
+        assert_eq!(f.consistent_list_delay(1000), Duration::ZERO);
+        f.clear();
+        assert_eq!(f.consistent_list_delay(10), Duration::from_micros(500));
+        assert_eq!(
+            Faults::default().consistent_list_delay(1),
+            DEFAULT_CONSISTENT_LIST_COST
+        );
+    }
+
+    #[test]
     fn plan_round_trips_and_applies() {
         let plan: FaultPlan =
-            serde_json::from_str(r#"{"conflictNextWrites":1,"latencyMs":5}"#).unwrap();
+            serde_json::from_str(r#"{"conflictNextWrites":1,"latencyMs":5,"writeLatencyMs":2,"listLatencyMs":7,"consistentListCostUs":3}"#).unwrap();
         let f = Faults::default();
         f.set(&plan);
-        let d = f.decide(true);
+        let d = f.decide(true, false);
         assert!(d.conflict);
-        assert_eq!(d.latency, Duration::from_millis(5));
+        assert_eq!(d.latency, Duration::from_millis(7));
+        assert_eq!(f.decide(false, true).latency, Duration::from_millis(12));
+        assert_eq!(f.consistent_list_delay(1000), Duration::from_millis(3));
     }
 }

@@ -7,7 +7,9 @@
 //! `pods/binding` subresource with the API server's own rules, status
 //! subresources, label and field selectors, and `metav1.Status` errors.
 //! Tests can inject faults (conflicts, latency, 5xx, closed watches,
-//! outages) and read the store directly.
+//! outages) and read the store directly. A consistent list (no
+//! `resourceVersion`) costs time in proportion to the objects stored, as
+//! when etcd serves it (see [`DEFAULT_CONSISTENT_LIST_COST`]).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -49,7 +51,7 @@ pub mod watch;
 
 pub use error::ApiError;
 pub use error::Error;
-pub use faults::{FaultPlan, Faults, Injected};
+pub use faults::{DEFAULT_CONSISTENT_LIST_COST, FaultPlan, Faults, Injected};
 pub use handle::{StoreError, StoreHandle};
 pub use kubeconfig::client_from_file;
 pub use record::{RequestLog, RequestRecord};

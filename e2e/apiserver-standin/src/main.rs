@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use apiserver_standin::{ApiServer, Options, ResourceType};
+use apiserver_standin::{ApiServer, DEFAULT_CONSISTENT_LIST_COST, Options, ResourceType};
 use clap::Parser;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 
@@ -38,6 +38,10 @@ struct Args {
     /// Interval between bookmarks on idle watches, in milliseconds.
     #[arg(long, default_value_t = 1_000)]
     bookmark_interval_ms: u64,
+    /// Cost of a consistent list (no resourceVersion, served by etcd) per
+    /// stored object of the listed resource, in microseconds; 0: free.
+    #[arg(long, default_value_t = DEFAULT_CONSISTENT_LIST_COST.as_micros() as u64)]
+    consistent_list_cost_us: u64,
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
@@ -122,6 +126,7 @@ async fn main() -> anyhow::Result<()> {
         log_capacity: args.watch_history,
         bookmark_interval: Duration::from_millis(args.bookmark_interval_ms),
         types,
+        consistent_list_cost: Duration::from_micros(args.consistent_list_cost_us),
         ..Options::default()
     };
     let server = ApiServer::start_with(options)

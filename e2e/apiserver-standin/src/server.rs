@@ -75,7 +75,7 @@ impl ApiServer {
         }
         let app = Arc::new(AppState {
             store: StoreHandle::new(store),
-            faults: Faults::default(),
+            faults: Faults::with_consistent_list_cost(options.consistent_list_cost),
             requests: RequestLog::default(),
             watch_resets: watch::Sender::new(0),
             options,

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::faults::Faults;
+use crate::faults::{DEFAULT_CONSISTENT_LIST_COST, Faults};
 use crate::handle::StoreHandle;
 use crate::record::RequestLog;
 use crate::resource::ResourceType;
@@ -29,6 +29,11 @@ pub struct Options {
     pub seed: u64,
     /// Types to serve besides the built-in ones (e.g. CRDs).
     pub types: Vec<ResourceType>,
+    /// What a consistent list (no `resourceVersion`) costs per stored
+    /// object of the listed resource, as etcd serves it; see
+    /// [`DEFAULT_CONSISTENT_LIST_COST`]. The fault plan can change it while
+    /// the server runs.
+    pub consistent_list_cost: Duration,
 }
 
 impl Default for Options {
@@ -39,6 +44,7 @@ impl Default for Options {
             bookmark_interval: Duration::from_secs(1),
             seed: 0,
             types: Vec::new(),
+            consistent_list_cost: DEFAULT_CONSISTENT_LIST_COST,
         }
     }
 }

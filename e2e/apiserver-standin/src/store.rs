@@ -205,6 +205,17 @@ impl Store {
         (items, self.rv)
     }
 
+    /// How many objects of `rt` are stored (in `namespace` if given and
+    /// `rt` is namespaced): the key range etcd reads for a list.
+    pub fn count(&self, rt: &ResourceType, namespace: Option<&str>) -> usize {
+        self.objects.get(&ResourceId::of(rt)).map_or(0, |m| {
+            match namespace.filter(|_| rt.namespaced) {
+                Some(ns) => m.keys().filter(|(n, _)| n == ns).count(),
+                None => m.len(),
+            }
+        })
+    }
+
     /// Changes after `rv`, oldest first, and the resourceVersion they reach;
     /// 410 Expired if some of them have been compacted away.
     pub fn changes_since(&self, rv: u64) -> Result<(Vec<Change>, u64), ApiError> {

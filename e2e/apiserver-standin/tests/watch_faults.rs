@@ -8,7 +8,8 @@ use apiserver_standin::{ApiServer, Options};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Binding, ObjectReference, Pod};
 use kube::api::{
-    Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+    Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams, WatchEvent,
+    WatchParams,
 };
 use kube::core::Status;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
@@ -433,4 +434,192 @@ async fn outage_and_recovery() {
         names(&reader).len() == 3
     })
     .await;
+}
+
+#[tokio::test]
+async fn consistent_lists_cost_per_stored_object() {
+    let server = ApiServer::start_with(Options {
+        consistent_list_cost: Duration::from_millis(1),
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let client = server.client().await.unwrap();
+    for i in 0..300 {
+        let mut p = pod(&format!("p{i}"));
+        p.metadata.namespace = Some("ml".into());
+        server.store().put_as(&p).unwrap();
+    }
+    let all: Api<Pod> = Api::all(client.clone());
+    let one_node = ListParams::default().fields("spec.nodeName=node-a");
+
+    // Consistent: read from etcd, every stored pod paid for although the
+    // selector keeps none.
+    let t = Instant::now();
+    assert!(all.list(&one_node).await.unwrap().items.is_empty());
+    assert!(
+        t.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        t.elapsed()
+    );
+    // A namespace is its own key range.
+    let t = Instant::now();
+    let other: Api<Pod> = Api::namespaced(client.clone(), "other");
+    assert!(
+        other
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert!(
+        t.elapsed() < Duration::from_millis(200),
+        "{:?}",
+        t.elapsed()
+    );
+
+    // resourceVersion=0: the watch cache, no such cost.
+    let t = Instant::now();
+    let cached = all.list(&one_node.clone().match_any()).await.unwrap();
+    assert!(cached.items.is_empty());
+    assert!(
+        t.elapsed() < Duration::from_millis(200),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(
+        all.list(&ListParams::default().match_any())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        300
+    );
+
+    // While the consistent list waits, the store serves others.
+    let slow = tokio::spawn({
+        let all = all.clone();
+        let one_node = one_node.clone();
+        async move { all.list(&one_node).await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let t = Instant::now();
+    Api::<Pod>::namespaced(client.clone(), "ml")
+        .create(&PostParams::default(), &pod("during"))
+        .await
+        .unwrap();
+    assert!(
+        t.elapsed() < Duration::from_millis(200),
+        "{:?}",
+        t.elapsed()
+    );
+    slow.await.unwrap();
+
+    // The fault plan sets the cost over the admin endpoint; clearing the
+    // faults restores the server's setting.
+    let plan = |body: &'static [u8]| {
+        http::Request::post("/_standin/faults")
+            .header("content-type", "application/json")
+            .body(body.to_vec())
+            .unwrap()
+    };
+    client
+        .request_text(plan(br#"{"consistentListCostUs":0}"#))
+        .await
+        .unwrap();
+    let t = Instant::now();
+    all.list(&one_node).await.unwrap();
+    assert!(
+        t.elapsed() < Duration::from_millis(200),
+        "{:?}",
+        t.elapsed()
+    );
+    server.faults().clear();
+    let t = Instant::now();
+    all.list(&one_node).await.unwrap();
+    assert!(
+        t.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn write_and_list_latency_apply_apart() {
+    let server = ApiServer::start_with(Options {
+        consistent_list_cost: Duration::ZERO,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let client = server.client().await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "ml");
+    pods.create(&PostParams::default(), &pod("a"))
+        .await
+        .unwrap();
+
+    let req = http::Request::post("/_standin/faults")
+        .header("content-type", "application/json")
+        .body(br#"{"writeLatencyMs":300}"#.to_vec())
+        .unwrap();
+    client.request_text(req).await.unwrap();
+    let t = Instant::now();
+    pods.create(&PostParams::default(), &pod("b"))
+        .await
+        .unwrap();
+    assert!(
+        t.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        t.elapsed()
+    );
+    let t = Instant::now();
+    let binding = Binding {
+        metadata: ObjectMeta {
+            name: Some("b".into()),
+            ..ObjectMeta::default()
+        },
+        target: ObjectReference {
+            kind: Some("Node".into()),
+            name: Some("node-a".into()),
+            ..ObjectReference::default()
+        },
+    };
+    let _: Status = pods
+        .create_subresource("binding", "b", &PostParams::default(), &binding)
+        .await
+        .unwrap();
+    assert!(
+        t.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        t.elapsed()
+    );
+    let t = Instant::now();
+    pods.get("a").await.unwrap();
+    pods.list(&ListParams::default()).await.unwrap();
+    assert!(
+        t.elapsed() < Duration::from_millis(250),
+        "{:?}",
+        t.elapsed()
+    );
+
+    server.faults().clear();
+    server.faults().list_latency(Duration::from_millis(300));
+    let t = Instant::now();
+    pods.list(&ListParams::default().match_any()).await.unwrap();
+    assert!(
+        t.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        t.elapsed()
+    );
+    let t = Instant::now();
+    pods.get("a").await.unwrap();
+    pods.create(&PostParams::default(), &pod("c"))
+        .await
+        .unwrap();
+    assert!(
+        t.elapsed() < Duration::from_millis(250),
+        "{:?}",
+        t.elapsed()
+    );
 }
