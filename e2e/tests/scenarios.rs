@@ -408,7 +408,11 @@ async fn alike_replicas_bind_at_once_not_in_waves() {
         .unwrap();
     let bound_after = created.elapsed();
     let view = cluster
-        .wait_for("every replica running", Duration::from_secs(60), running(&wanted))
+        .wait_for(
+            "every replica running",
+            Duration::from_secs(60),
+            running(&wanted),
+        )
         .await
         .unwrap();
     let running_after = created.elapsed();

@@ -37,9 +37,9 @@ pub const ANNOTATION: &str = "gpupack.io/assignment";
 /// The version this build writes and reads.
 pub const VERSION: &str = "v1";
 /// Annotation on a node's `GpuNodeInventory` object (not on a pod): the
-/// scheduler extender's pending binds on that node, assignments by pod UID,
-/// written before each Binding so that replicas serialise their bind
-/// decisions per node. Only the extender writes it; the device plugin owns
+/// scheduler extender's bookings on that node, assignments by pod UID,
+/// written before each Binding (and for each preemption's nomination) so
+/// that replicas serialise their decisions per node. Only the extender writes it; the device plugin owns
 /// the object's spec and leaves the annotation alone.
 pub const RESERVATIONS_ANNOTATION: &str = "gpupack.io/reservations";
 /// Annotation the extender sets on a pending pod that kube-scheduler failed
@@ -47,6 +47,11 @@ pub const RESERVATIONS_ANNOTATION: &str = "gpupack.io/reservations";
 /// the pod out of kube-scheduler's unschedulable pool at once, instead of
 /// after its five-minute flush. The value is when.
 pub const REQUEUED_ANNOTATION: &str = "gpupack.io/requeued-at";
+/// Annotation the extender sets on a pending pod for which it preempts
+/// lower-priority pods: the node and the victims, and when. Written with
+/// the pod's resourceVersion as a precondition, so that of several replicas
+/// only one preempts for a pod.
+pub const PREEMPTION_ANNOTATION: &str = "gpupack.io/preemption";
 
 /// Which GPUs each container of a pod gets.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

@@ -99,6 +99,7 @@ fn main() {
             metrics: Arc::new(Metrics::new()),
             readiness: Arc::new(Readiness::default()),
             models: Arc::new(model_source::Offline),
+            preemptor: None,
         };
         app.readiness.set_ready();
         // Bodies as kube-scheduler sends them: the full pod, all names.

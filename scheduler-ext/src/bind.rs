@@ -72,7 +72,7 @@
 //! itself is started only while the deadline leaves room for it, and its
 //! outcome is the answer.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -456,38 +456,16 @@ impl Binder {
                 .ok_or_else(|| BindError::NoInventory(args.node.clone()))?;
             let rv = inv.resource_version().unwrap_or_default();
             let now = (self.clock)();
-            let mut bookings = Reservations::parse(
-                inv.annotations()
-                    .get(reservations::ANNOTATION)
-                    .map(String::as_str),
-            )
-            .unwrap_or_else(|e| {
-                tracing::warn!(node = %args.node, error = %e, "unreadable reservations; expiry bounds what they held, overwriting");
-                Reservations::empty()
-            });
             // Step 2: drop what holds nothing.
+            let mut bookings = self
+                .bookings_on(&inv, &args.node, now, deadline, &late)
+                .await?;
             bookings.pods.remove(&uid);
-            let doubtful = self.prune(&mut bookings, &args.node, now);
-            for (other, entry) in doubtful {
-                let api: Api<Pod> = Api::namespaced(self.client.clone(), &entry.namespace);
-                let found = before(deadline, api.get_opt(&entry.name))
-                    .await
-                    .map_err(|_| late("checking an expired reservation"))??;
-                let bound_here = found.is_some_and(|p| {
-                    p.uid().as_deref() == Some(other.as_str())
-                        && p.spec.as_ref().and_then(|s| s.node_name.as_deref())
-                            == Some(args.node.as_str())
-                });
-                if bound_here {
-                    bookings.pods.insert(other, entry);
-                }
-            }
             // Step 3: choose on top of everything held.
-            let (bound, pending) = self.held_on(&args.node, &bookings);
+            let held = self.held_on(&args.node, &bookings);
             let alloc = plan_bind(
                 &inv.spec,
-                &bound,
-                &pending,
+                &held,
                 assumed.as_ref(),
                 &key,
                 &needs,
@@ -515,6 +493,7 @@ impl Binder {
                 expires_at,
                 holder: self.config.holder.clone(),
                 assignment: assignment.clone(),
+                victims: Vec::new(),
             };
             bookings.pods.insert(uid.clone(), entry.clone());
             let wrote = Instant::now();
@@ -601,6 +580,100 @@ impl Binder {
         })
     }
 
+    /// The node's bookings that still hold (step 2): entries of pods gone,
+    /// and expired entries whose pod is not bound to the node, dropped.
+    async fn bookings_on(
+        &self,
+        inv: &GpuNodeInventory,
+        node: &str,
+        now: u64,
+        deadline: Instant,
+        late: &(dyn Fn(&'static str) -> BindError + Sync),
+    ) -> Result<Reservations, BindError> {
+        let mut bookings = Reservations::parse(
+            inv.annotations()
+                .get(reservations::ANNOTATION)
+                .map(String::as_str),
+        )
+        .unwrap_or_else(|e| {
+            tracing::warn!(%node, error = %e, "unreadable reservations; expiry bounds what they held, overwriting");
+            Reservations::empty()
+        });
+        let doubtful = self.prune(&mut bookings, node, now);
+        for (other, entry) in doubtful {
+            let api: Api<Pod> = Api::namespaced(self.client.clone(), &entry.namespace);
+            let found = before(deadline, api.get_opt(&entry.name))
+                .await
+                .map_err(|_| late("checking an expired reservation"))??;
+            let bound_here = found.is_some_and(|p| {
+                p.uid().as_deref() == Some(other.as_str())
+                    && p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node)
+            });
+            if bound_here {
+                bookings.pods.insert(other, entry);
+            }
+        }
+        Ok(bookings)
+    }
+
+    /// Books a preemptor's nomination on `node` (see [`crate::preemption`]):
+    /// the GPUs its victims free, promised to it from now on. Refused when,
+    /// by the node's bookings now, the nomination would over-commit a GPU
+    /// even with the victims gone.
+    pub async fn nominate(&self, uid: &str, entry: &Reservation) -> Result<(), BindError> {
+        let node = entry.assignment.node.clone();
+        let who = format!("{}/{}", entry.namespace, entry.name);
+        let deadline = Instant::now() + self.config.deadline;
+        let late = |step: &'static str| BindError::Deadline {
+            pod: who.clone(),
+            node: node.clone(),
+            step,
+            deadline: self.config.deadline,
+        };
+        let lock = self.node_lock(&node);
+        let _turn = before(deadline, lock.lock_owned())
+            .await
+            .map_err(|_| late("waiting for other binds on the node"))?;
+        let inventories: Api<GpuNodeInventory> = Api::all(self.client.clone());
+        for _ in 0..self.config.attempts {
+            let inv = before(deadline, inventories.get_opt(&node))
+                .await
+                .map_err(|_| late("reading the node's GPU inventory"))??
+                .ok_or_else(|| BindError::NoInventory(node.clone()))?;
+            let rv = inv.resource_version().unwrap_or_default();
+            let now = (self.clock)();
+            let mut bookings = self.bookings_on(&inv, &node, now, deadline, &late).await?;
+            bookings.pods.insert(uid.to_string(), entry.clone());
+            let on_node = self.held_on(&node, &bookings);
+            ledger_of(&inv.spec, &on_node.held, "").map_err(|reason| BindError::DoesNotFit {
+                pod: who.clone(),
+                node: node.clone(),
+                reason,
+            })?;
+            match before(
+                deadline,
+                write_reservations(&inventories, &node, &rv, &bookings),
+            )
+            .await
+            .map_err(|_| late("writing the nomination"))?
+            {
+                Ok(()) => return Ok(()),
+                Err(kube::Error::Api(e)) if e.code == 409 => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(BindError::Contended {
+            pod: who,
+            node,
+            attempts: self.config.attempts,
+        })
+    }
+
+    /// Withdraws a nomination this replica wrote (the preemption failed).
+    pub fn withdraw_nomination(&self, uid: &str, entry: &Reservation) {
+        self.withdraw(uid, entry);
+    }
+
     /// Step 2 without the API: drops entries of pods the watch saw gone
     /// (final) and entries of other nodes; returns, removed, the expired
     /// entries whose pod the watch does not show bound to `node`, for the
@@ -627,12 +700,9 @@ impl Binder {
     }
 
     /// What the node holds for choosing: every booking and every pod the
-    /// watch shows bound there; and which of them kubelet has not admitted.
-    fn held_on(
-        &self,
-        node: &str,
-        bookings: &Reservations,
-    ) -> (Vec<(PodKey, PodAssignment)>, Vec<Pending>) {
+    /// watch shows bound there; which of them kubelet has not admitted; and
+    /// the victims of other pods' nominations, whose GPUs are promised.
+    fn held_on(&self, node: &str, bookings: &Reservations) -> HeldOnNode {
         let s = self.state.read().unwrap_or_else(|e| e.into_inner());
         let mut held: Vec<(PodKey, PodAssignment)> = bookings
             .pods
@@ -649,6 +719,12 @@ impl Binder {
                 held.push((key, a));
             }
         }
+        let displaced: HashSet<String> = bookings
+            .pods
+            .values()
+            .flat_map(|r| r.victims.iter().cloned())
+            .collect();
+        held.retain(|(k, _)| !displaced.contains(&k.uid));
         let pending = held
             .iter()
             .filter(|(k, _)| !s.is_admitted(&k.uid))
@@ -657,7 +733,7 @@ impl Binder {
                 assignment: a.clone(),
             })
             .collect();
-        (held, pending)
+        HeldOnNode { held, pending }
     }
 
     /// Whether the pod is bound to `node` now, by one read within a few
@@ -739,6 +815,16 @@ impl Binder {
     }
 }
 
+/// What a node holds, for choosing GPUs there.
+#[derive(Clone, Debug, Default)]
+pub struct HeldOnNode {
+    /// Bookings and bound pods, less the victims of nominations (whose GPUs
+    /// the nominations hold instead).
+    pub held: Vec<(PodKey, PodAssignment)>,
+    /// Those kubelet has not admitted yet.
+    pub pending: Vec<Pending>,
+}
+
 /// `work`, unless `deadline` passes first.
 async fn before<T>(
     deadline: Instant,
@@ -771,38 +857,21 @@ async fn write_reservations(
     Ok(())
 }
 
-/// Chooses the pod's GPUs on a node given everything held there (`held`:
-/// bookings and bound pods of other pods) and which of those kubelet has not
-/// admitted (`pending`), by the rule of [`crate::alike`]. `preferred` is
-/// what this replica assumed when the bind arrived. Pure.
+/// Chooses the pod's GPUs on a node given everything held there (bookings
+/// and bound pods of other pods) and which of those kubelet has not
+/// admitted, by the rule of [`crate::alike`]. `preferred` is what this
+/// replica assumed when the bind arrived. Pure.
 #[allow(clippy::too_many_arguments)]
 pub fn plan_bind(
     inv: &NodeInventory,
-    held: &[(PodKey, PodAssignment)],
-    pending: &[Pending],
+    on_node: &HeldOnNode,
     preferred: Option<&Allocation>,
     pod: &PodKey,
     needs: &PodNeeds,
     policy: Policy,
     typical: &TypicalPods,
 ) -> Result<Allocation, NotClear> {
-    let mut ledger = Ledger::new();
-    let (id, _) = ledger
-        .upsert_node(&node_spec(inv))
-        .map_err(|e| NotClear::Unfit(e.to_string()))?;
-    for (key, a) in held {
-        if key.uid == pod.uid {
-            continue;
-        }
-        let alloc = allocation_of(a, inv).map_err(NotClear::Unfit)?;
-        // `adopt` refuses what would over-commit a GPU; that would mean the
-        // node is already over-booked, and nothing more may go there.
-        ledger.adopt(key.clone(), alloc).map_err(|e| {
-            NotClear::Unfit(format!(
-                "node is over-committed ({key} cannot be accounted: {e})"
-            ))
-        })?;
-    }
+    let (ledger, id) = ledger_of(inv, &on_node.held, &pod.uid).map_err(NotClear::Unfit)?;
     let demand = needs.demand(inv.memory_unit_bytes);
     let prep = ledger.prepare(&demand);
     let scorer = ledger.scorer(policy, typical);
@@ -812,8 +881,32 @@ pub fn plan_bind(
         &prep,
         &scorer,
         inv,
-        pending,
+        &on_node.pending,
         preferred,
         &mut tie_breaker(pod),
     )
+}
+
+/// A one-node ledger holding `held`, less the pod `except`.
+fn ledger_of(
+    inv: &NodeInventory,
+    held: &[(PodKey, PodAssignment)],
+    except: &str,
+) -> Result<(Ledger, placement::NodeId), String> {
+    let mut ledger = Ledger::new();
+    let (id, _) = ledger
+        .upsert_node(&node_spec(inv))
+        .map_err(|e| e.to_string())?;
+    for (key, a) in held {
+        if key.uid == except {
+            continue;
+        }
+        let alloc = allocation_of(a, inv)?;
+        // `adopt` refuses what would over-commit a GPU; that would mean the
+        // node is already over-booked, and nothing more may go there.
+        ledger
+            .adopt(key.clone(), alloc)
+            .map_err(|e| format!("node is over-committed ({key} cannot be accounted: {e})"))?;
+    }
+    Ok((ledger, id))
 }

@@ -14,8 +14,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use placement::{
-    Allocation, Candidate, GpuNeed, Ledger, MemoryNeed, NodeId, PodDemand, PodKey, Policy,
-    PreemptionQuery, Scorer, TypicalPods, scale_scores,
+    Allocation, Candidate, DisruptionBudget, GpuNeed, Ledger, MemoryNeed, NodeId, PodDemand,
+    PodKey, Policy, Preemption, PreemptionQuery, Scorer, TypicalPods, scale_scores,
 };
 use proto::assignment::PodAssignment;
 use proto::extender::{HostPriority, MAX_EXTENDER_PRIORITY};
@@ -62,6 +62,20 @@ struct NodeEntry {
     inventory: Arc<NodeInventory>,
     /// Reservations this node's annotation holds in the ledger.
     annotated: Vec<PodKey>,
+    /// Preemptors' nominations whose victims still hold the GPUs: held as
+    /// soon as the victims are gone (bind enforces them before that).
+    waiting: Vec<Nomination>,
+    /// Preemptors' nominations held in the ledger.
+    nominated: Vec<Nomination>,
+}
+
+/// A preemptor's nomination from a node's annotation.
+#[derive(Clone, Debug)]
+struct Nomination {
+    key: PodKey,
+    alloc: Allocation,
+    expires_at: u64,
+    victims: Vec<String>,
 }
 
 /// How long a settled pod's UID is remembered: far beyond any reservation
@@ -308,6 +322,8 @@ impl ClusterState {
             NodeEntry {
                 inventory: inventory.clone(),
                 annotated: Vec::new(),
+                waiting: Vec::new(),
+                nominated: Vec::new(),
             },
         );
         // Holdings re-resolve against the new inventory: re-adopt every pod
@@ -339,6 +355,8 @@ impl ClusterState {
         match Reservations::parse(value.map(String::as_str)) {
             Ok(r) => {
                 let mut annotated = Vec::new();
+                let mut waiting = Vec::new();
+                let mut nominated = Vec::new();
                 for (uid, entry) in r.live(now) {
                     if self.is_settled(uid) || entry.assignment.node != name {
                         continue;
@@ -349,15 +367,30 @@ impl ClusterState {
                     };
                     // A local reservation for the same pod is replaced.
                     self.release(&key);
-                    if self
-                        .hold(key.clone(), alloc, Some(entry.expires_at))
-                        .is_ok()
-                    {
-                        annotated.push(key);
+                    let held = self
+                        .hold(key.clone(), alloc.clone(), Some(entry.expires_at))
+                        .is_ok();
+                    if held {
+                        annotated.push(key.clone());
+                    }
+                    if !entry.victims.is_empty() {
+                        let n = Nomination {
+                            key,
+                            alloc,
+                            expires_at: entry.expires_at,
+                            victims: entry.victims.clone(),
+                        };
+                        if held {
+                            nominated.push(n);
+                        } else {
+                            waiting.push(n);
+                        }
                     }
                 }
                 if let Some(n) = self.nodes.get_mut(&name) {
                     n.annotated = annotated;
+                    n.waiting = waiting;
+                    n.nominated = nominated;
                 }
             }
             Err(e) => problems.push(Problem::BadReservations {
@@ -420,8 +453,11 @@ impl ClusterState {
                 self.priorities.remove(&key);
                 // Bound without an assignment, or finished: whatever a
                 // reservation held for it is free.
-                self.release(&key);
+                let freed = self.release(&key).map(|a| a.node);
                 self.settle(&key.uid);
+                if let Some(node) = freed {
+                    self.hold_nominations(&node);
+                }
                 Vec::new()
             }
             Some(a) => {
@@ -449,8 +485,65 @@ impl ClusterState {
         self.bound.remove(key);
         self.priorities.remove(key);
         self.bound_uids.remove(&key.uid);
-        self.release(key);
+        let freed = self.release(key).map(|a| a.node);
         self.settle(&key.uid);
+        if let Some(node) = freed {
+            self.hold_nominations(&node);
+        }
+    }
+
+    /// Holds the nominations on `node` that waited for their victims, now
+    /// that they fit.
+    fn hold_nominations(&mut self, node: &str) {
+        let Some(waiting) = self
+            .nodes
+            .get_mut(node)
+            .map(|n| std::mem::take(&mut n.waiting))
+        else {
+            return;
+        };
+        let mut still = Vec::new();
+        for w in waiting {
+            if self.is_settled(&w.key.uid) || w.expires_at <= self.now {
+                continue;
+            }
+            if self
+                .hold(w.key.clone(), w.alloc.clone(), Some(w.expires_at))
+                .is_ok()
+            {
+                if let Some(n) = self.nodes.get_mut(node) {
+                    n.annotated.push(w.key.clone());
+                    n.nominated.push(w);
+                }
+            } else {
+                still.push(w);
+            }
+        }
+        if let Some(n) = self.nodes.get_mut(node) {
+            n.waiting = still;
+        }
+    }
+
+    /// Where a pending pod is nominated after a preemption, and the victims
+    /// it waits for (still bound, by this replica's watch).
+    pub fn nomination_for(&self, uid: &str) -> Option<(String, Vec<String>)> {
+        if self.is_settled(uid) {
+            return None;
+        }
+        self.nodes.iter().find_map(|(name, n)| {
+            let w = n
+                .waiting
+                .iter()
+                .chain(&n.nominated)
+                .find(|w| w.key.uid == uid && w.expires_at > self.now)?;
+            let left = w
+                .victims
+                .iter()
+                .filter(|v| self.bound_uids.contains_key(*v))
+                .cloned()
+                .collect();
+            Some((name.clone(), left))
+        })
     }
 
     fn settle(&mut self, uid: &str) {
@@ -857,6 +950,47 @@ impl ClusterState {
         Ok(kept)
     }
 
+    /// The cheapest preemption on `node` for a pod of `priority` (see
+    /// [`Ledger::select_victims`]): every pod bound there below that
+    /// priority is a candidate, `budgets_of` naming the PodDisruptionBudgets
+    /// (positions in `budgets`) that select it.
+    pub fn plan_preemption(
+        &self,
+        node: &str,
+        needs: &PodNeeds,
+        priority: i32,
+        budgets: &[DisruptionBudget],
+        budgets_of: &dyn Fn(&PodKey) -> Vec<usize>,
+    ) -> Result<Preemption, String> {
+        let Some(entry) = self.nodes.get(node) else {
+            return Err(self.missing(node).0);
+        };
+        let Some(id) = self.ledger.node_id(node) else {
+            return Err(self.missing(node).0);
+        };
+        let mut candidates: Vec<Candidate> = self
+            .bound
+            .iter()
+            .filter(|(_, a)| a.node == node)
+            .map(|(k, _)| Candidate {
+                pod: k.clone(),
+                priority: self.priorities.get(k).copied().unwrap_or(0),
+                budgets: budgets_of(k),
+            })
+            .collect();
+        candidates.sort_by(|a, b| a.pod.cmp(&b.pod));
+        let demand = needs.demand(entry.inventory.memory_unit_bytes);
+        let prep = self.ledger.prepare(&demand);
+        let query = PreemptionQuery {
+            priority,
+            candidates: &candidates,
+            budgets,
+        };
+        self.ledger
+            .select_victims(id, &prep, &query)
+            .map_err(|e| e.to_string())
+    }
+
     /// The pod's memory unit on a node (for bind).
     pub fn memory_unit(&self, node: &str) -> Option<u64> {
         self.nodes.get(node).map(|n| n.inventory.memory_unit_bytes)
@@ -1138,6 +1272,7 @@ mod tests {
             expires_at: 100,
             holder: "other".into(),
             assignment: a.clone(),
+            victims: vec![],
         };
         let annotated = |r: &Reservations| {
             let mut inv = inventory("a", 1);

@@ -62,6 +62,12 @@ pub struct Args {
     /// Attempts at a node's reservation before a bind gives up [default: 8].
     #[arg(long, env = "GPUPACK_EXT_BIND_ATTEMPTS")]
     pub bind_attempts: Option<u32>,
+    /// Evict lower-priority pods for a pod no GPU set fits (kube-scheduler's own preemption cannot see per-GPU memory) [default: true].
+    #[arg(long, env = "GPUPACK_EXT_PREEMPTION", value_parser = clap::builder::BoolishValueParser::new())]
+    pub preemption: Option<bool>,
+    /// Seconds the GPUs a preemption frees are held for its pod [default: 300].
+    #[arg(long, env = "GPUPACK_EXT_NOMINATION_TTL_SECONDS")]
+    pub nomination_ttl_seconds: Option<u64>,
     /// Least seconds between two Events of one kind on one pod [default: 60].
     #[arg(long, env = "GPUPACK_EXT_EVENT_INTERVAL_SECONDS")]
     pub event_interval_seconds: Option<u64>,
@@ -102,6 +108,8 @@ struct File {
     max_connections: Option<usize>,
     reservation_ttl_seconds: Option<u64>,
     bind_attempts: Option<u32>,
+    preemption: Option<bool>,
+    nomination_ttl_seconds: Option<u64>,
     event_interval_seconds: Option<u64>,
     identity: Option<String>,
     shutdown_grace_seconds: Option<u64>,
@@ -134,6 +142,8 @@ pub struct Config {
     pub max_connections: usize,
     pub reservation_ttl: Duration,
     pub bind_attempts: u32,
+    /// `None`: the extender does not preempt; else how long a nomination holds.
+    pub nomination_ttl: Option<Duration>,
     pub event_interval: Duration,
     pub identity: String,
     pub shutdown_grace: Duration,
@@ -278,6 +288,20 @@ impl Config {
                 "bind-attempts",
                 u64::from(args.bind_attempts.or(file.bind_attempts).unwrap_or(8)),
             )? as u32,
+            nomination_ttl: args
+                .preemption
+                .or(file.preemption)
+                .unwrap_or(true)
+                .then(|| {
+                    positive(
+                        "nomination-ttl-seconds",
+                        args.nomination_ttl_seconds
+                            .or(file.nomination_ttl_seconds)
+                            .unwrap_or(300),
+                    )
+                    .map(Duration::from_secs)
+                })
+                .transpose()?,
             event_interval: Duration::from_secs(
                 args.event_interval_seconds
                     .or(file.event_interval_seconds)

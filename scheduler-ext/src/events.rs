@@ -23,6 +23,12 @@ pub enum Reason {
     /// The pod's model could not be read from the Hub (gated, missing,
     /// unreachable, malformed); retried with backoff.
     ModelUnavailable,
+    /// Lower-priority pods are being evicted to free GPUs for this pod.
+    Preempting,
+    /// This pod was evicted to free GPUs for a higher-priority pod.
+    Preempted,
+    /// A preemption for this pod is not possible (budgets forbid it).
+    PreemptionBlocked,
 }
 
 impl Reason {
@@ -31,6 +37,17 @@ impl Reason {
             Reason::InvalidGpuRequest => "InvalidGpuRequest",
             Reason::GpuUnplaceable => "GpuUnplaceable",
             Reason::ModelUnavailable => "ModelUnavailable",
+            Reason::Preempting => "Preempting",
+            Reason::Preempted => "Preempted",
+            Reason::PreemptionBlocked => "PreemptionBlocked",
+        }
+    }
+
+    /// Normal for what goes as intended, Warning for what needs a look.
+    fn event_type(self) -> EventType {
+        match self {
+            Reason::Preempting | Reason::Preempted => EventType::Normal,
+            _ => EventType::Warning,
         }
     }
 }
@@ -123,10 +140,13 @@ async fn publish(recorder: Recorder, mut rx: mpsc::Receiver<PodEvent>, every: Du
         // The API refuses a note over 1 kB.
         let note = proto::clip::clip_to(&e.message, 1000).to_string();
         let event = Event {
-            type_: EventType::Warning,
+            type_: e.reason.event_type(),
             reason: e.reason.as_str().into(),
             note: Some(note),
-            action: "Scheduling".into(),
+            action: match e.reason {
+                Reason::Preempting | Reason::Preempted => "Preempting".into(),
+                _ => "Scheduling".into(),
+            },
             secondary: None,
         };
         if let Err(err) = recorder.publish(&event, &reference).await {

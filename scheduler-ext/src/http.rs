@@ -47,6 +47,9 @@ pub struct App {
     pub readiness: Arc<Readiness>,
     /// Sizes models outside the catalog without waiting on the network.
     pub models: Arc<dyn model_source::ModelLookup>,
+    /// Evicts lower-priority pods for pods no GPU set fits; `None` where
+    /// the extender does not preempt.
+    pub preemptor: Option<crate::preemption::Preemptor>,
 }
 
 impl App {
@@ -248,7 +251,40 @@ pub fn filter_reply(app: &App, body: &[u8]) -> (ExtenderFilterResult, &'static s
             );
         }
     };
-    let outcome = app.read().filter(&needs, &names);
+    let mut outcome = app.read().filter(&needs, &names);
+    let nominated = args
+        .pod
+        .metadata
+        .uid
+        .as_deref()
+        .and_then(|uid| app.read().nomination_for(uid));
+    match nominated {
+        // A preemption freed GPUs for this pod: it goes there once the
+        // victims are gone (their GPUs are promised to it meanwhile).
+        Some((node, left)) if names.contains(&node.as_str()) => {
+            if left.is_empty() {
+                outcome.failed.remove(&node);
+                outcome.unresolvable.remove(&node);
+                if !outcome.feasible.contains(&node) {
+                    outcome.feasible.push(node);
+                }
+            } else {
+                outcome.feasible.retain(|n| *n != node);
+                outcome.failed.insert(
+                    node,
+                    format!("waiting for {} preempted pod(s) to terminate", left.len()),
+                );
+            }
+        }
+        _ => {
+            if outcome.feasible.is_empty()
+                && !outcome.failed.is_empty()
+                && let Some(p) = &app.preemptor
+            {
+                p.consider(&args.pod, &needs, outcome.failed.keys().cloned().collect());
+            }
+        }
+    }
     let label = if outcome.feasible.is_empty() {
         if !names.is_empty() && outcome.failed.is_empty() {
             let sample: Vec<String> = outcome

@@ -9,6 +9,7 @@
 //! - [`cluster_state`]: the ledger of every node and pod, filter and prioritize;
 //! - [`alike`]: keeping alike pods that await kubelet apart;
 //! - [`bind`]: choosing GPUs and creating the Binding without double booking;
+//! - [`preemption`]: evicting lower-priority pods for a pod no GPU set fits;
 //! - [`watch`]: kube-rs watches feeding the state, and readiness;
 //! - [`events`], [`metrics`], [`http`], [`conn`], [`config`], [`server`],
 //!   [`cli`]: the service around them.
@@ -23,6 +24,7 @@ pub mod demand;
 pub mod events;
 pub mod http;
 pub mod metrics;
+pub mod preemption;
 pub mod requeue;
 pub mod reservations;
 pub mod server;

@@ -53,6 +53,14 @@ pub struct Metrics {
     pub preemption_victims: Family<DecisionLabels, Counter>,
     /// Candidate nodes of kube-scheduler's preemption, by whether the extender kept or dropped them.
     pub preemption_nodes: Family<DecisionLabels, Counter>,
+    /// Preemptions the extender carried out, by outcome.
+    pub preemptions: Family<DecisionLabels, Counter>,
+    /// Pods the extender evicted to free GPUs for higher-priority pods.
+    pub preemption_evictions: Counter,
+    /// Seconds from a preemption to its preemptor being admitted by kubelet.
+    pub preemption_to_running: Histogram,
+    /// Preemptors not admitted yet, with when their preemption started.
+    preemptors: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     pub state_problems: Family<ProblemLabels, Counter>,
     pub gpu_memory_allocated: Family<NodeLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
     pub gpu_memory_free: Family<NodeLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
@@ -114,6 +122,25 @@ impl Metrics {
             "Candidate nodes of kube-scheduler's preemption, by decision: kept, or dropped (evicting every proposed victim frees too little GPU)",
             preemption_nodes.clone(),
         );
+        let preemptions = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "preemptions",
+            "Preemptions the extender carried out for pods no GPU set fits, by outcome: preempted, blocked (budgets forbid it), no_victims, skipped, error",
+            preemptions.clone(),
+        );
+        let preemption_evictions = Counter::default();
+        registry.register(
+            "preemption_evictions",
+            "Pods the extender evicted to free GPUs for higher-priority pods",
+            preemption_evictions.clone(),
+        );
+        // 1 s to ~68 min.
+        let preemption_to_running = Histogram::new(exponential_buckets(1.0, 2.0, 13));
+        registry.register(
+            "preemption_to_running_seconds",
+            "Time from a preemption to kubelet admitting its preemptor",
+            preemption_to_running.clone(),
+        );
         let state_problems = Family::<ProblemLabels, Counter>::default();
         registry.register(
             "state_problems",
@@ -149,11 +176,39 @@ impl Metrics {
             pods_requeued,
             preemption_victims,
             preemption_nodes,
+            preemptions,
+            preemption_evictions,
+            preemption_to_running,
+            preemptors: Default::default(),
             state_problems,
             gpu_memory_allocated,
             gpu_memory_free,
             fragmentation,
             nodes,
+        }
+    }
+
+    /// Remembers when a preemption for `uid` started.
+    pub fn note_preemptor(&self, uid: &str, at: std::time::Instant) {
+        let mut p = self.preemptors.lock().unwrap_or_else(|e| e.into_inner());
+        // Preemptors that never run are forgotten eventually.
+        if p.len() >= 4096 {
+            p.clear();
+        }
+        p.insert(uid.to_string(), at);
+    }
+
+    /// A pod was admitted by kubelet: if a preemption made room for it,
+    /// records how long that took.
+    pub fn admitted(&self, uid: &str) {
+        let started = self
+            .preemptors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(uid);
+        if let Some(at) = started {
+            self.preemption_to_running
+                .observe(at.elapsed().as_secs_f64());
         }
     }
 

@@ -11,6 +11,9 @@
 //! deleted or finished. `expiresAt` bounds only an entry whose Binding
 //! never happened (the bind failed, or its replica died): past it, and with
 //! the pod not bound to the node, later writes drop the entry.
+//!
+//! A preemptor's nomination is an entry too, naming its victims: the GPUs
+//! they free are promised to it, so no third pod takes them in between.
 
 use std::collections::BTreeMap;
 
@@ -44,6 +47,11 @@ pub struct Reservation {
     #[serde(default)]
     pub holder: String,
     pub assignment: PodAssignment,
+    /// For a preemptor's nomination: the UIDs of the pods being evicted to
+    /// free `assignment`. Other pods count the nomination instead of the
+    /// victims; the preemptor itself binds only once they are gone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub victims: Vec<String>,
 }
 
 /// Why the annotation could not be read. A malformed annotation is treated
@@ -104,6 +112,7 @@ mod tests {
             name: "p".into(),
             expires_at,
             holder: "a".into(),
+            victims: vec![],
             assignment: PodAssignment::from_json(
                 r#"{"version":"v1","node":"n","containers":[{"name":"c","gpus":[{"uuid":"GPU-1","index":0,"memoryBytes":1024}]}]}"#,
             )

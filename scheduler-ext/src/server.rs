@@ -117,7 +117,7 @@ impl Extender {
                 holder: config.identity.clone(),
                 deadline: config.request_timeout,
             },
-            clock,
+            clock.clone(),
         )
         .with_models(models.clone());
         let requeue_client = client.clone();
@@ -129,6 +129,18 @@ impl Extender {
             },
             config.event_interval,
         );
+        let preemptor = config.nomination_ttl.map(|ttl| {
+            crate::preemption::Preemptor::new(
+                requeue_client.clone(),
+                state.clone(),
+                binder.clone(),
+                events.clone(),
+                metrics.clone(),
+                clock.clone(),
+                ttl.as_secs(),
+                config.identity.clone(),
+            )
+        });
         let app = Arc::new(App {
             state: state.clone(),
             binder: Some(binder),
@@ -136,6 +148,7 @@ impl Extender {
             metrics: metrics.clone(),
             readiness: readiness.clone(),
             models,
+            preemptor,
         });
         let limits = Limits {
             body_bytes: config.body_limit_bytes,

@@ -179,6 +179,9 @@ async fn watch_pods(client: Client, feeds: Feeds) {
                     let problems = state.apply_pod(key, held);
                     state.note_admitted(&uid, admitted);
                     drop(state);
+                    if admitted {
+                        feeds.metrics.admitted(&uid);
+                    }
                     feeds.report(problems);
                 }
             }

@@ -39,6 +39,7 @@ fn app() -> App {
         metrics: Arc::new(Metrics::new()),
         readiness: Arc::new(Readiness::default()),
         models: Arc::new(model_source::Offline),
+        preemptor: None,
     };
     app.readiness.set_ready();
     app

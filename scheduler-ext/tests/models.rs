@@ -57,6 +57,7 @@ fn app(models: Arc<dyn ModelLookup>) -> App {
         metrics: Arc::new(Metrics::new()),
         readiness: Arc::new(Readiness::default()),
         models,
+        preemptor: None,
     };
     app.readiness.set_ready();
     app

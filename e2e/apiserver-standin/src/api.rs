@@ -224,6 +224,20 @@ fn serve(
             app.store.write(|s| s.bind(ns, name, &binding))?;
             return Ok(json_response(201, &success_status(201)));
         }
+        Some("eviction") if rt.is_core("pods") => {
+            if *method != Method::POST {
+                return Err(ApiError::method_not_allowed(
+                    "pods/eviction only accepts POST",
+                ));
+            }
+            let (ns, name) = (
+                ns.unwrap_or_default(),
+                p.name.as_deref().unwrap_or_default(),
+            );
+            let eviction = parse_body(body)?;
+            app.store.write(|s| s.evict(ns, name, &eviction))?;
+            return Ok(json_response(201, &success_status(201)));
+        }
         Some(_) => return Err(ApiError::no_such_resource()),
     };
     match (method.as_str(), p.name.as_deref()) {

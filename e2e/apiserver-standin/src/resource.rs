@@ -272,6 +272,13 @@ pub fn builtin_types() -> Vec<ResourceType> {
         ResourceType::namespaced("", "v1", "configmaps", "ConfigMap"),
         ResourceType::namespaced("events.k8s.io", "v1", "events", "Event"),
         ResourceType::namespaced("coordination.k8s.io", "v1", "leases", "Lease"),
+        ResourceType::namespaced(
+            "policy",
+            "v1",
+            "poddisruptionbudgets",
+            "PodDisruptionBudget",
+        )
+        .with_status(),
         ResourceType::cluster(
             "apiextensions.k8s.io",
             "v1",

@@ -451,6 +451,83 @@ impl Store {
         Ok(self.commit(rt, key, None, EventType::Deleted, Some(old)))
     }
 
+    /// `POST pods/{name}/eviction`, as the API server's eviction REST does
+    /// it: a pod selected by a PodDisruptionBudget that allows no more
+    /// disruptions is refused with 429; otherwise the budget's
+    /// `status.disruptionsAllowed` drops by one and the pod is deleted
+    /// (immediately: this server has no graceful deletion).
+    pub fn evict(&mut self, namespace: &str, name: &str, eviction: &Value) -> Result<(), ApiError> {
+        let pods = self
+            .resource_type("", "v1", "pods")
+            .ok_or_else(ApiError::no_such_resource)?;
+        let url_name = str_at(eviction, "/metadata/name").unwrap_or_default();
+        if url_name != name {
+            return Err(ApiError::bad_request(
+                "name in URL does not match name in Eviction object",
+            ));
+        }
+        let pod = self.get(&pods, Some(namespace), name)?;
+        let labels: std::collections::BTreeMap<String, String> = pod
+            .pointer("/metadata/labels")
+            .cloned()
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default();
+        let mut budgets = Vec::new();
+        if let Some(pdbs) = self.resource_type("policy", "v1", "poddisruptionbudgets") {
+            let (all, _) = self.list(&pdbs, Some(namespace), &Selectors::default());
+            for pdb in all {
+                // A budget without a selector selects nothing (policy/v1).
+                let Some(sel) = pdb.pointer("/spec/selector").cloned().and_then(|v| {
+                    serde_json::from_value::<
+                        k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+                    >(v)
+                    .ok()
+                }) else {
+                    continue;
+                };
+                let Ok(sel) = kube::core::Selector::try_from(sel) else {
+                    continue;
+                };
+                if kube::core::SelectorExt::matches(&sel, &labels) {
+                    budgets.push(pdb);
+                }
+            }
+            if budgets.len() > 1 {
+                return Err(ApiError::server(
+                    500,
+                    "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
+                ));
+            }
+            if let Some(pdb) = budgets.pop() {
+                let allowed = pdb
+                    .pointer("/status/disruptionsAllowed")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0);
+                if allowed <= 0 {
+                    return Err(ApiError::server(
+                        429,
+                        "Cannot evict pod as it would violate the pod's disruption budget.",
+                    ));
+                }
+                let pdb_name = str_at(&pdb, "/metadata/name").unwrap_or_default();
+                let mut new = pdb.clone();
+                new["status"]["disruptionsAllowed"] = json!(allowed - 1);
+                self.write(&pdbs, Some(namespace), &pdb_name, pdb, new, Part::Status);
+            }
+        }
+        let uid = str_at(eviction, "/deleteOptions/preconditions/uid");
+        self.delete(
+            &pods,
+            Some(namespace),
+            name,
+            &Preconditions {
+                uid,
+                resource_version: None,
+            },
+        )?;
+        Ok(())
+    }
+
     /// `DELETE` on a collection.
     pub fn delete_collection(
         &mut self,

@@ -1,0 +1,233 @@
+//! The extender's own GPU preemption against the Kubernetes API stand-in:
+//! the fewest lower-priority pods are evicted through the Eviction API, the
+//! freed GPUs wait for the preemptor, budgets and priorities are honoured,
+//! and one preemption happens per pod whatever the replicas.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, ListParams, PostParams};
+use kube::{Client, ResourceExt};
+use scheduler_ext::synthetic::{inventory, pod};
+use support::*;
+
+/// A pod of `gpus` GPUs and `units` GiB in total, with a priority (and a
+/// preemption policy, and labels).
+fn prio(name: &str, gpus: u32, units: u64, priority: i32) -> Pod {
+    let mut p = pod("ml", name, "", gpus, Some(units));
+    let spec = p.spec.as_mut().unwrap();
+    spec.priority = Some(priority);
+    p
+}
+
+async fn names(client: &Client) -> Vec<String> {
+    let mut n: Vec<String> = Api::<Pod>::namespaced(client.clone(), "ml")
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|p| p.name_any())
+        .collect();
+    n.sort();
+    n
+}
+
+async fn events_with(client: &Client, reason: &str) -> Vec<Event> {
+    Api::<Event>::namespaced(client.clone(), "ml")
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .collect()
+}
+
+/// Two low-priority pods, 60 GiB each on the two 80 GiB GPUs of `gpu-1`,
+/// bound and running.
+async fn full_node(client: &Client, ext: &scheduler_ext::Extender) -> (Pod, Pod) {
+    add_node(client, &inventory("gpu-1", 2)).await;
+    let mut low = Vec::new();
+    for name in ["low-a", "low-b"] {
+        let mut p = prio(name, 1, 60, 0);
+        p.metadata.labels = Some([("app".to_string(), "batch".to_string())].into());
+        let p = add_pod(client, &p).await;
+        // The second waits until the watch shows kubelet admitting the first.
+        eventually("bound", || async {
+            post_json(ext, "/bind", &bind_args(&p, "gpu-1")).await["Error"] == ""
+        })
+        .await;
+        kubelet_admits_bound_pods(client, "ml").await;
+        low.push(p);
+    }
+    let b = low.pop().unwrap();
+    (low.pop().unwrap(), b)
+}
+
+async fn feasible(ext: &scheduler_ext::Extender, p: &Pod) -> serde_json::Value {
+    post_json(ext, "/filter", &args(p, &["gpu-1"])).await
+}
+
+#[tokio::test]
+async fn a_high_priority_pod_evicts_the_fewest_pods_and_gets_their_gpu() {
+    let (server, client) = cluster().await;
+    let ext = extender(&client, "a").await;
+    full_node(&client, &ext).await;
+    eventually("the watch sees both bound", || async {
+        ext.state.read().unwrap().bound_on("gpu-1").len() == 2
+    })
+    .await;
+    let urgent = add_pod(&client, &prio("urgent", 1, 70, 1000)).await;
+    let r = feasible(&ext, &urgent).await;
+    assert_eq!(r["NodeNames"], serde_json::json!([]), "{r}");
+    // One victim is enough: exactly one of the two goes.
+    eventually("one victim evicted", || async {
+        names(&client).await.len() == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let left = names(&client).await;
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(left.contains(&"urgent".to_string()));
+    let stored = Api::<Pod>::namespaced(client.clone(), "ml")
+        .get("urgent")
+        .await
+        .unwrap();
+    assert_eq!(
+        stored
+            .status
+            .as_ref()
+            .unwrap()
+            .nominated_node_name
+            .as_deref(),
+        Some("gpu-1")
+    );
+    let claim = scheduler_ext::preemption::claim_of(&stored).unwrap();
+    assert_eq!((claim.node.as_str(), claim.victims.len()), ("gpu-1", 1));
+    // A third pod does not get the freed GPU in between...
+    let third = add_pod(&client, &prio("third", 1, 30, 0)).await;
+    eventually("the eviction reaches the ledger", || async {
+        ext.state.read().unwrap().bound_on("gpu-1").len() == 1
+    })
+    .await;
+    let r = feasible(&ext, &third).await;
+    assert_eq!(r["NodeNames"], serde_json::json!([]), "{r}");
+    let r = post_json(&ext, "/bind", &bind_args(&third, "gpu-1")).await;
+    assert!(
+        r["Error"].as_str().unwrap().contains("no longer fits"),
+        "{r}"
+    );
+    // ... the preemptor does.
+    let r = feasible(&ext, &urgent).await;
+    assert_eq!(r["NodeNames"], serde_json::json!(["gpu-1"]), "{r}");
+    let r = post_json(&ext, "/bind", &bind_args(&urgent, "gpu-1")).await;
+    assert_eq!(r["Error"], "", "{r}");
+    eventually("Events on the preemptor and the victim", || async {
+        !events_with(&client, "Preempting").await.is_empty()
+            && !events_with(&client, "Preempted").await.is_empty()
+    })
+    .await;
+    let note = events_with(&client, "Preempting").await[0]
+        .note
+        .clone()
+        .unwrap();
+    assert!(note.contains("on node gpu-1 to free GPU"), "{note}");
+    assert_eq!(server.requests().count("create", "pods/eviction"), 1);
+    let (_, metrics) = http(&ext, "GET", "/metrics", "").await;
+    assert!(
+        metrics.contains(r#"gpupack_extender_preemptions_total{decision="preempted"} 1"#),
+        "{metrics}"
+    );
+    ext.shutdown().await;
+}
+
+#[tokio::test]
+async fn equal_priority_and_preemption_policy_never_evict_nothing() {
+    let (server, client) = cluster().await;
+    let ext = extender(&client, "a").await;
+    full_node(&client, &ext).await;
+    let peer = add_pod(&client, &prio("peer", 1, 70, 0)).await;
+    let mut polite = prio("polite", 1, 70, 1000);
+    polite.spec.as_mut().unwrap().preemption_policy = Some("Never".into());
+    let polite = add_pod(&client, &polite).await;
+    for p in [&peer, &polite] {
+        let r = feasible(&ext, p).await;
+        assert_eq!(r["NodeNames"], serde_json::json!([]), "{r}");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(names(&client).await.len(), 4);
+    assert_eq!(server.requests().count("create", "pods/eviction"), 0);
+    ext.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_budget_that_forbids_the_eviction_leaves_the_pod_pending_with_the_reason() {
+    let (server, client) = cluster().await;
+    let ext = extender(&client, "a").await;
+    full_node(&client, &ext).await;
+    let pdb: PodDisruptionBudget = serde_json::from_value(serde_json::json!({
+        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+        "metadata": {"name": "batch", "namespace": "ml"},
+        "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "batch"}}},
+        "status": {"disruptionsAllowed": 0, "currentHealthy": 2, "desiredHealthy": 2,
+                   "expectedPods": 2, "observedGeneration": 1}
+    }))
+    .unwrap();
+    Api::<PodDisruptionBudget>::namespaced(client.clone(), "ml")
+        .create(&PostParams::default(), &pdb)
+        .await
+        .unwrap();
+    let urgent = add_pod(&client, &prio("urgent", 1, 70, 1000)).await;
+    let r = feasible(&ext, &urgent).await;
+    assert_eq!(r["NodeNames"], serde_json::json!([]), "{r}");
+    eventually("a PreemptionBlocked Event", || async {
+        !events_with(&client, "PreemptionBlocked").await.is_empty()
+    })
+    .await;
+    let note = events_with(&client, "PreemptionBlocked").await[0]
+        .note
+        .clone()
+        .unwrap();
+    assert!(note.contains("PodDisruptionBudgets forbid"), "{note}");
+    assert_eq!(names(&client).await.len(), 3);
+    assert_eq!(server.requests().count("create", "pods/eviction"), 0);
+    ext.shutdown().await;
+}
+
+#[tokio::test]
+async fn two_replicas_preempt_once_for_a_pod() {
+    let (server, client) = cluster().await;
+    let a = extender(&client, "a").await;
+    let b = extender(&client, "b").await;
+    full_node(&client, &a).await;
+    for ext in [&a, &b] {
+        eventually("the watch sees both bound", || async {
+            ext.state.read().unwrap().bound_on("gpu-1").len() == 2
+        })
+        .await;
+    }
+    let urgent = add_pod(&client, &prio("urgent", 1, 70, 1000)).await;
+    // kube-scheduler behind each replica tries the pod at once.
+    let (ra, rb) = tokio::join!(feasible(&a, &urgent), feasible(&b, &urgent));
+    assert_eq!(ra["NodeNames"], serde_json::json!([]));
+    assert_eq!(rb["NodeNames"], serde_json::json!([]));
+    eventually("one victim evicted", || async {
+        names(&client).await.len() == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // And again, once more from each, while the first is under way.
+    feasible(&a, &urgent).await;
+    feasible(&b, &urgent).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(names(&client).await.len(), 2);
+    assert_eq!(server.requests().count("create", "pods/eviction"), 1);
+    a.shutdown().await;
+    b.shutdown().await;
+}
