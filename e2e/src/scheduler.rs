@@ -11,6 +11,9 @@
 //! 2. In-tree filtering: the node is Ready and schedulable, and every
 //!    resource the pod requests fits `allocatable` minus what the pods on
 //!    the node (and pods assumed there) request (`NodeResourcesFit`).
+//!    As kube-scheduler, it starts where the previous cycle stopped and
+//!    stops once [`feasible_nodes_to_find`] nodes fit (the adaptive
+//!    `percentageOfNodesToScore`); only those go to the extender.
 //! 3. The extender is called only if the pod requests or limits one of its
 //!    `managedResources`. Filter gets the JSON kube-scheduler sends with
 //!    `nodeCacheCapable: true` (`Pod`, `Nodes: null`, `NodeNames`); every
@@ -304,6 +307,7 @@ impl SchedulerDriver {
             assumed: Arc::new(Mutex::new(HashMap::new())),
             backoff: Arc::new(Mutex::new(HashMap::new())),
             rng: ChaCha8Rng::seed_from_u64(0),
+            next_start: 0,
         };
         let task = tokio::spawn(driver.run());
         SchedulerDriver { stats, task }
@@ -399,6 +403,22 @@ struct Driver {
     /// Per pod uid; bind tasks add to it when a bind fails.
     backoff: Arc<Mutex<HashMap<String, Backoff>>>,
     rng: ChaCha8Rng,
+    /// Where the next cycle's filtering starts (kube-scheduler's
+    /// `nextStartNodeIndex`), so that cycles spread over all nodes.
+    next_start: usize,
+}
+
+/// kube-scheduler's `numFeasibleNodesToFind` with the default (adaptive)
+/// `percentageOfNodesToScore`: filtering stops once this many nodes fit,
+/// and only they go to the extenders. All nodes below 100; else
+/// `50 - nodes/125` percent of them (at least 5 %), and never under 100.
+pub fn feasible_nodes_to_find(nodes: usize) -> usize {
+    const MIN_FEASIBLE: usize = 100;
+    if nodes < MIN_FEASIBLE {
+        return nodes;
+    }
+    let percentage = 50usize.saturating_sub(nodes / 125).max(5);
+    (nodes * percentage / 100).max(MIN_FEASIBLE)
 }
 
 /// Counts a failure of the pod and sets its backoff: `initial` doubled per
@@ -642,7 +662,7 @@ impl Driver {
 
     /// In-tree filtering: NodeUnschedulable, node readiness, NodeResourcesFit.
     fn in_tree_filter(
-        &self,
+        &mut self,
         pod: &Pod,
         used_by_node: &HashMap<&str, BTreeMap<String, f64>>,
         nodes: &[Node],
@@ -655,7 +675,18 @@ impl Driver {
             .clone();
         let mut feasible = Vec::new();
         let mut reasons = Vec::new();
-        for node in nodes {
+        let to_find = feasible_nodes_to_find(nodes.len());
+        let start = if nodes.is_empty() {
+            0
+        } else {
+            self.next_start % nodes.len()
+        };
+        let mut processed = 0;
+        for node in nodes[start..].iter().chain(&nodes[..start]) {
+            if feasible.len() >= to_find {
+                break;
+            }
+            processed += 1;
             let Some(name) = node.metadata.name.clone() else {
                 continue;
             };
@@ -684,6 +715,9 @@ impl Driver {
                 Some((r, _)) => reasons.push(format!("Insufficient {r}")),
                 None => feasible.push(name),
             }
+        }
+        if !nodes.is_empty() {
+            self.next_start = (start + processed) % nodes.len();
         }
         (feasible, reasons)
     }
@@ -1062,5 +1096,22 @@ mod tests {
             "{:?}",
             t.elapsed()
         );
+    }
+}
+
+#[cfg(test)]
+mod feasible_tests {
+    use super::feasible_nodes_to_find;
+
+    /// kube-scheduler's figures (`TestNumFeasibleNodesToFind`, default
+    /// percentage).
+    #[test]
+    fn feasible_nodes_to_find_follows_kube_scheduler() {
+        assert_eq!(feasible_nodes_to_find(10), 10);
+        assert_eq!(feasible_nodes_to_find(99), 99);
+        assert_eq!(feasible_nodes_to_find(200), 100);
+        assert_eq!(feasible_nodes_to_find(1000), 420);
+        assert_eq!(feasible_nodes_to_find(6000), 300);
+        assert_eq!(feasible_nodes_to_find(10000), 500);
     }
 }

@@ -11,18 +11,37 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::scheduling::v1::PriorityClass;
 use kube::api::{Api, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use scheduler_ext::synthetic::{inventory, pod};
 use support::*;
 
-/// A pod of `gpus` GPUs and `units` GiB in total, with a priority (and a
-/// preemption policy, and labels).
-fn prio(name: &str, gpus: u32, units: u64, priority: i32) -> Pod {
+/// A pod of `gpus` GPUs and `units` GiB in total, of a PriorityClass
+/// (admission resolves its priority and preemption policy).
+fn prio(name: &str, gpus: u32, units: u64, class: &str) -> Pod {
     let mut p = pod("ml", name, "", gpus, Some(units));
-    let spec = p.spec.as_mut().unwrap();
-    spec.priority = Some(priority);
+    p.spec.as_mut().unwrap().priority_class_name = Some(class.into());
     p
+}
+
+/// `batch` (0), `serving` (1000), and `serving-polite` (1000, never preempts).
+async fn priority_classes(client: &Client) {
+    for (name, value, policy) in [
+        ("batch", 0, "PreemptLowerPriority"),
+        ("serving", 1000, "PreemptLowerPriority"),
+        ("serving-polite", 1000, "Never"),
+    ] {
+        let pc: PriorityClass = serde_json::from_value(serde_json::json!({
+            "apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+            "metadata": {"name": name}, "value": value, "preemptionPolicy": policy
+        }))
+        .unwrap();
+        Api::<PriorityClass>::all(client.clone())
+            .create(&PostParams::default(), &pc)
+            .await
+            .unwrap();
+    }
 }
 
 async fn names(client: &Client) -> Vec<String> {
@@ -53,9 +72,10 @@ async fn events_with(client: &Client, reason: &str) -> Vec<Event> {
 /// bound and running.
 async fn full_node(client: &Client, ext: &scheduler_ext::Extender) -> (Pod, Pod) {
     add_node(client, &inventory("gpu-1", 2)).await;
+    priority_classes(client).await;
     let mut low = Vec::new();
     for name in ["low-a", "low-b"] {
-        let mut p = prio(name, 1, 60, 0);
+        let mut p = prio(name, 1, 60, "batch");
         p.metadata.labels = Some([("app".to_string(), "batch".to_string())].into());
         let p = add_pod(client, &p).await;
         // The second waits until the watch shows kubelet admitting the first.
@@ -83,7 +103,7 @@ async fn a_high_priority_pod_evicts_the_fewest_pods_and_gets_their_gpu() {
         ext.state.read().unwrap().bound_on("gpu-1").len() == 2
     })
     .await;
-    let urgent = add_pod(&client, &prio("urgent", 1, 70, 1000)).await;
+    let urgent = add_pod(&client, &prio("urgent", 1, 70, "serving")).await;
     let r = feasible(&ext, &urgent).await;
     assert_eq!(r["NodeNames"], serde_json::json!([]), "{r}");
     // One victim is enough: exactly one of the two goes.
@@ -111,7 +131,7 @@ async fn a_high_priority_pod_evicts_the_fewest_pods_and_gets_their_gpu() {
     let claim = scheduler_ext::preemption::claim_of(&stored).unwrap();
     assert_eq!((claim.node.as_str(), claim.victims.len()), ("gpu-1", 1));
     // A third pod does not get the freed GPU in between...
-    let third = add_pod(&client, &prio("third", 1, 30, 0)).await;
+    let third = add_pod(&client, &prio("third", 1, 30, "batch")).await;
     eventually("the eviction reaches the ledger", || async {
         ext.state.read().unwrap().bound_on("gpu-1").len() == 1
     })
@@ -152,10 +172,8 @@ async fn equal_priority_and_preemption_policy_never_evict_nothing() {
     let (server, client) = cluster().await;
     let ext = extender(&client, "a").await;
     full_node(&client, &ext).await;
-    let peer = add_pod(&client, &prio("peer", 1, 70, 0)).await;
-    let mut polite = prio("polite", 1, 70, 1000);
-    polite.spec.as_mut().unwrap().preemption_policy = Some("Never".into());
-    let polite = add_pod(&client, &polite).await;
+    let peer = add_pod(&client, &prio("peer", 1, 70, "batch")).await;
+    let polite = add_pod(&client, &prio("polite", 1, 70, "serving-polite")).await;
     for p in [&peer, &polite] {
         let r = feasible(&ext, p).await;
         assert_eq!(r["NodeNames"], serde_json::json!([]), "{r}");
@@ -183,7 +201,7 @@ async fn a_budget_that_forbids_the_eviction_leaves_the_pod_pending_with_the_reas
         .create(&PostParams::default(), &pdb)
         .await
         .unwrap();
-    let urgent = add_pod(&client, &prio("urgent", 1, 70, 1000)).await;
+    let urgent = add_pod(&client, &prio("urgent", 1, 70, "serving")).await;
     let r = feasible(&ext, &urgent).await;
     assert_eq!(r["NodeNames"], serde_json::json!([]), "{r}");
     eventually("a PreemptionBlocked Event", || async {
@@ -212,7 +230,7 @@ async fn two_replicas_preempt_once_for_a_pod() {
         })
         .await;
     }
-    let urgent = add_pod(&client, &prio("urgent", 1, 70, 1000)).await;
+    let urgent = add_pod(&client, &prio("urgent", 1, 70, "serving")).await;
     // kube-scheduler behind each replica tries the pod at once.
     let (ra, rb) = tokio::join!(feasible(&a, &urgent), feasible(&b, &urgent));
     assert_eq!(ra["NodeNames"], serde_json::json!([]));

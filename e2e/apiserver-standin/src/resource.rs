@@ -280,6 +280,12 @@ pub fn builtin_types() -> Vec<ResourceType> {
         )
         .with_status(),
         ResourceType::cluster(
+            "scheduling.k8s.io",
+            "v1",
+            "priorityclasses",
+            "PriorityClass",
+        ),
+        ResourceType::cluster(
             "apiextensions.k8s.io",
             "v1",
             "customresourcedefinitions",
@@ -344,6 +350,16 @@ impl ApiError {
     }
 
     /// `Pod "x" is invalid: <field>: <what>`.
+    /// An admission plugin's refusal: `pods "x" is forbidden: <why>`.
+    pub fn forbidden(rt: &ResourceType, name: &str, why: &str) -> Self {
+        Self::new(
+            403,
+            "Forbidden",
+            format!("{} \"{name}\" is forbidden: {why}", rt.qualified_plural()),
+        )
+        .about(rt, name)
+    }
+
     pub fn invalid(rt: &ResourceType, name: &str, what: &str) -> Self {
         let mut e = Self::new(
             422,

@@ -238,6 +238,9 @@ impl Store {
     ) -> Result<Value, ApiError> {
         let mut obj = check_body(rt, body)?;
         check_namespace(rt, namespace, &obj)?;
+        if rt.is_core("pods") {
+            self.admit_priority(rt, &mut obj)?;
+        }
         let meta = meta_mut(&mut obj);
         let name = meta
             .get("name")
@@ -449,6 +452,64 @@ impl Store {
         check_preconditions(rt, name, &old, pre)?;
         let key = Self::key(rt, namespace, name);
         Ok(self.commit(rt, key, None, EventType::Deleted, Some(old)))
+    }
+
+    /// The Priority admission plugin (`plugin/pkg/admission/priority`): a
+    /// pod's `priorityClassName` resolves to `spec.priority` and
+    /// `spec.preemptionPolicy` from its PriorityClass (priority 0 and
+    /// `PreemptLowerPriority` without one; a `globalDefault` class is not
+    /// modelled). A pod that sets either itself to something else is
+    /// refused, with the plugin's words.
+    fn admit_priority(&self, rt: &ResourceType, pod: &mut Value) -> Result<(), ApiError> {
+        let name = str_at(pod, "/metadata/name").unwrap_or_default();
+        let (value, policy) = match str_at(pod, "/spec/priorityClassName").filter(|c| !c.is_empty())
+        {
+            None => (0, "PreemptLowerPriority".to_string()),
+            Some(class) => {
+                let classes = self
+                    .resource_type("scheduling.k8s.io", "v1", "priorityclasses")
+                    .ok_or_else(ApiError::no_such_resource)?;
+                let pc = self.get(&classes, None, &class).map_err(|_| {
+                    ApiError::forbidden(
+                        rt,
+                        &name,
+                        &format!("no PriorityClass with name {class} was found"),
+                    )
+                })?;
+                (
+                    pc.pointer("/value").and_then(Value::as_i64).unwrap_or(0),
+                    str_at(&pc, "/preemptionPolicy")
+                        .unwrap_or_else(|| "PreemptLowerPriority".to_string()),
+                )
+            }
+        };
+        if let Some(given) = pod.pointer("/spec/priority").and_then(Value::as_i64)
+            && given != value
+        {
+            return Err(ApiError::forbidden(
+                rt,
+                &name,
+                &format!(
+                    "the integer value of priority ({given}) must not be provided in pod spec; priority admission controller computed {value} from the given PriorityClass name"
+                ),
+            ));
+        }
+        if let Some(given) = str_at(pod, "/spec/preemptionPolicy")
+            && given != policy
+        {
+            return Err(ApiError::forbidden(
+                rt,
+                &name,
+                &format!(
+                    "the string value of PreemptionPolicy ({given}) must not be provided in pod spec; priority admission controller computed {policy} from the given PriorityClass name"
+                ),
+            ));
+        }
+        if let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) {
+            spec.insert("priority".into(), json!(value));
+            spec.insert("preemptionPolicy".into(), json!(policy));
+        }
+        Ok(())
     }
 
     /// `POST pods/{name}/eviction`, as the API server's eviction REST does

@@ -698,3 +698,99 @@ async fn binary_serves_and_writes_kubeconfig() {
     );
     child.kill().await.unwrap();
 }
+
+/// Priority admission: the class sets priority and preemption policy; a pod
+/// may not claim a priority of its own, nor name a class that is missing.
+#[tokio::test]
+async fn priority_classes_resolve_as_the_admission_plugin_does() {
+    let (_server, client) = setup().await;
+    let classes: Api<k8s_openapi::api::scheduling::v1::PriorityClass> = Api::all(client.clone());
+    classes
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "serving"}, "value": 1000, "preemptionPolicy": "Never"
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let mut p = pod("classy");
+    p.spec.as_mut().unwrap().priority_class_name = Some("serving".into());
+    let made = pods.create(&PostParams::default(), &p).await.unwrap();
+    let spec = made.spec.unwrap();
+    assert_eq!(spec.priority, Some(1000));
+    assert_eq!(spec.preemption_policy.as_deref(), Some("Never"));
+    let plain = pods
+        .create(&PostParams::default(), &pod("plain"))
+        .await
+        .unwrap();
+    assert_eq!(plain.spec.unwrap().priority, Some(0));
+    let mut claims = pod("claims");
+    claims.spec.as_mut().unwrap().priority = Some(5);
+    let e = pods
+        .create(&PostParams::default(), &claims)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, kube::Error::Api(s) if s.code == 403 && s.message.contains("must not be provided in pod spec")),
+        "{e}"
+    );
+    let mut missing = pod("missing");
+    missing.spec.as_mut().unwrap().priority_class_name = Some("nope".into());
+    let e = pods
+        .create(&PostParams::default(), &missing)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, kube::Error::Api(s) if s.code == 403 && s.message.contains("no PriorityClass with name nope")),
+        "{e}"
+    );
+}
+
+/// The Eviction API: a budget with no disruptions left refuses with 429;
+/// otherwise the budget's allowance drops by one and the pod goes.
+#[tokio::test]
+async fn evictions_honour_disruption_budgets() {
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    let (_server, client) = setup().await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    for name in ["a", "b"] {
+        pods.create(&PostParams::default(), &pod(name))
+            .await
+            .unwrap();
+    }
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), "default");
+    let pdb = pdbs
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "llm"},
+                "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "llm"}}}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut with_status = pdb.clone();
+    with_status.status = Some(
+        serde_json::from_value(json!({
+            "disruptionsAllowed": 1, "currentHealthy": 2, "desiredHealthy": 1, "expectedPods": 2
+        }))
+        .unwrap(),
+    );
+    pdbs.replace_status("llm", &PostParams::default(), &with_status)
+        .await
+        .unwrap();
+    pods.evict("a", &Default::default()).await.unwrap();
+    assert!(pods.get_opt("a").await.unwrap().is_none());
+    let left = pdbs.get("llm").await.unwrap();
+    assert_eq!(left.status.unwrap().disruptions_allowed, 0);
+    let e = pods.evict("b", &Default::default()).await.unwrap_err();
+    assert!(
+        matches!(&e, kube::Error::Api(s) if s.code == 429 && s.message.contains("disruption budget")),
+        "{e}"
+    );
+    assert!(pods.get_opt("b").await.unwrap().is_some());
+}
