@@ -67,8 +67,10 @@ pub fn default_cluster() -> Vec<NodeSpec> {
 pub struct PodBuilder {
     name: String,
     annotations: BTreeMap<String, String>,
+    labels: BTreeMap<String, String>,
     limits: BTreeMap<String, String>,
     scheduler: String,
+    priority_class: Option<String>,
 }
 
 impl PodBuilder {
@@ -76,8 +78,13 @@ impl PodBuilder {
         PodBuilder {
             name: name.to_string(),
             annotations: BTreeMap::new(),
+            labels: BTreeMap::from([(
+                "app.kubernetes.io/part-of".to_string(),
+                "gpupack-e2e".to_string(),
+            )]),
             limits: BTreeMap::new(),
             scheduler: SCHEDULER_NAME.to_string(),
+            priority_class: None,
         }
     }
 
@@ -117,6 +124,17 @@ impl PodBuilder {
         self
     }
 
+    pub fn label(mut self, key: &str, value: &str) -> PodBuilder {
+        self.labels.insert(key.to_string(), value.to_string());
+        self
+    }
+
+    /// `priorityClassName`: admission sets the priority and preemption policy.
+    pub fn priority_class(mut self, class: &str) -> PodBuilder {
+        self.priority_class = Some(class.to_string());
+        self
+    }
+
     pub fn scheduler(mut self, name: &str) -> PodBuilder {
         self.scheduler = name.to_string();
         self
@@ -141,14 +159,12 @@ impl PodBuilder {
                 name: Some(self.name.clone()),
                 namespace: Some(NAMESPACE.to_string()),
                 annotations: (!self.annotations.is_empty()).then(|| self.annotations.clone()),
-                labels: Some(BTreeMap::from([(
-                    "app.kubernetes.io/part-of".to_string(),
-                    "gpupack-e2e".to_string(),
-                )])),
+                labels: Some(self.labels.clone()),
                 ..Default::default()
             },
             spec: Some(PodSpec {
                 scheduler_name: Some(self.scheduler.clone()),
+                priority_class_name: self.priority_class.clone(),
                 restart_policy: Some("Never".to_string()),
                 termination_grace_period_seconds: Some(0),
                 containers: vec![Container {
@@ -233,3 +249,36 @@ pub fn default_workload() -> Vec<PodBuilder> {
     pods.push(PodBuilder::mig("mig-3g", "3g.40gb"));
     pods
 }
+
+/// PriorityClasses of the preemption scenarios: `gpupack-e2e-batch` (0),
+/// `gpupack-e2e-serving` (100000) and `gpupack-e2e-serving-polite`
+/// (100000, never preempts).
+pub async fn create_priority_classes(client: &kube::Client) -> Result<()> {
+    use k8s_openapi::api::scheduling::v1::PriorityClass;
+    let api: Api<PriorityClass> = Api::all(client.clone());
+    for (name, value, policy) in [
+        (BATCH_CLASS, 0, "PreemptLowerPriority"),
+        (SERVING_CLASS, 100_000, "PreemptLowerPriority"),
+        (POLITE_CLASS, 100_000, "Never"),
+    ] {
+        let pc = PriorityClass {
+            metadata: ObjectMeta {
+                name: Some(name.to_string()),
+                ..Default::default()
+            },
+            value,
+            preemption_policy: Some(policy.to_string()),
+            ..Default::default()
+        };
+        match api.create(&PostParams::default(), &pc).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+pub const BATCH_CLASS: &str = "gpupack-e2e-batch";
+pub const SERVING_CLASS: &str = "gpupack-e2e-serving";
+pub const POLITE_CLASS: &str = "gpupack-e2e-serving-polite";

@@ -382,6 +382,188 @@ async fn pods_failed_while_the_extender_was_down_are_retried_once_it_is_back() {
     );
 }
 
+/// Issue 16: a high-priority TP-2 pod on a node full of batch pods evicts the
+/// fewest of them that free two NVLink-connected GPUs (through the Eviction
+/// API) and then runs on those GPUs; nothing else takes them in between;
+/// equal priority and `preemptionPolicy: Never` evict nothing; with two
+/// extender replicas behind two schedulers, the pod is preempted for once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_high_priority_tp2_pod_preempts_the_fewest_batch_pods() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let cluster = start(vec![NodeSpec::new("h100-a", spec::H100_NVSWITCH)], 2).await;
+    spec::create_priority_classes(&cluster.client)
+        .await
+        .unwrap();
+    let batch: Vec<PodBuilder> = (0..8)
+        .map(|i| {
+            PodBuilder::explicit(&format!("batch-{i}"), 1, 60)
+                .priority_class(spec::BATCH_CLASS)
+                .label("app", "batch")
+        })
+        .collect();
+    cluster.submit(&batch).await.unwrap();
+    let batch_names = names(&batch);
+    let before = cluster
+        .wait_for(
+            "every batch pod running",
+            Duration::from_secs(90),
+            running(&batch_names),
+        )
+        .await
+        .unwrap();
+    let gpu_of = |v: &ClusterView, n: &str| {
+        v.pod(n)
+            .and_then(ClusterView::assignment)
+            .map(|a| {
+                a.containers[0]
+                    .gpus
+                    .iter()
+                    .map(|g| g.uuid.clone())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+    // Equal priority, and a pod that never preempts: nothing is evicted.
+    let peer = PodBuilder::explicit("peer", 2, 140).priority_class(spec::BATCH_CLASS);
+    let polite = PodBuilder::explicit("polite", 2, 140).priority_class(spec::POLITE_CLASS);
+    cluster.submit(&[peer, polite]).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(cluster.api.requests().count("create", "pods/eviction"), 0);
+    let urgent = PodBuilder::explicit("urgent-tp2", 2, 140).priority_class(spec::SERVING_CLASS);
+    cluster.submit(&[urgent]).await.unwrap();
+    let view = cluster
+        .wait_for(
+            "the serving pod running",
+            Duration::from_secs(90),
+            running(&["urgent-tp2".to_string()]),
+        )
+        .await
+        .unwrap();
+    let evicted: Vec<&String> = batch_names
+        .iter()
+        .filter(|n| view.pod(n).is_none())
+        .collect();
+    assert_eq!(evicted.len(), 2, "the fewest victims: {evicted:?}");
+    let mut freed: Vec<String> = evicted.iter().flat_map(|n| gpu_of(&before, n)).collect();
+    let mut got = gpu_of(&view, "urgent-tp2");
+    freed.sort();
+    got.sort();
+    assert_eq!(got, freed, "the preemptor runs on the victims' GPUs");
+    assert_eq!(cluster.api.requests().count("create", "pods/eviction"), 2);
+    for n in ["peer", "polite"] {
+        assert_eq!(view.node_of(n), None, "{n} took GPUs it may not");
+    }
+    assert_clean(&view);
+    // The extender reports through events.k8s.io/v1 (the stand-in keeps
+    // those apart from core/v1 Events).
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> =
+        kube::Api::namespaced(cluster.client.clone(), spec::NAMESPACE);
+    let mut seen = Vec::new();
+    for _ in 0..100 {
+        seen = events
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter_map(|e| Some((e.regarding?.name?, e.reason?, e.note.unwrap_or_default())))
+            .collect::<Vec<_>>();
+        let on = |pod: &str, reason: &str| seen.iter().any(|(p, r, _)| p == pod && r == reason);
+        if on("urgent-tp2", "Preempting") && evicted.iter().all(|v| on(v, "Preempted")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let note = seen
+        .iter()
+        .find(|(p, r, _)| p == "urgent-tp2" && r == "Preempting")
+        .map(|(_, _, n)| n.clone())
+        .unwrap_or_default();
+    assert!(note.contains("on node h100-a to free GPU"), "{seen:?}");
+    assert!(
+        evicted
+            .iter()
+            .all(|v| seen.iter().any(|(p, r, _)| p == *v && r == "Preempted")),
+        "{seen:?}"
+    );
+    assert_rbac_covers(&cluster);
+}
+
+/// Issue 16: where a PodDisruptionBudget forbids evicting the pods that would
+/// have to go, nothing is evicted and the preemptor stays Pending with the
+/// reason in an Event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disruption_budget_keeps_batch_pods_and_the_preemptor_pending() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let cluster = start(vec![NodeSpec::new("h100-a", spec::H100_NVSWITCH)], 1).await;
+    spec::create_priority_classes(&cluster.client)
+        .await
+        .unwrap();
+    let batch: Vec<PodBuilder> = (0..8)
+        .map(|i| {
+            PodBuilder::explicit(&format!("kept-{i}"), 1, 60)
+                .priority_class(spec::BATCH_CLASS)
+                .label("app", "kept")
+        })
+        .collect();
+    cluster.submit(&batch).await.unwrap();
+    let batch_names = names(&batch);
+    cluster
+        .wait_for(
+            "every batch pod running",
+            Duration::from_secs(90),
+            running(&batch_names),
+        )
+        .await
+        .unwrap();
+    let pdb: k8s_openapi::api::policy::v1::PodDisruptionBudget =
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": {"name": "kept", "namespace": spec::NAMESPACE},
+            "spec": {"minAvailable": 8, "selector": {"matchLabels": {"app": "kept"}}},
+            "status": {"disruptionsAllowed": 0, "currentHealthy": 8, "desiredHealthy": 8,
+                       "expectedPods": 8}
+        }))
+        .unwrap();
+    kube::Api::<k8s_openapi::api::policy::v1::PodDisruptionBudget>::namespaced(
+        cluster.client.clone(),
+        spec::NAMESPACE,
+    )
+    .create(&Default::default(), &pdb)
+    .await
+    .unwrap();
+    let urgent = PodBuilder::explicit("urgent-tp2", 2, 140).priority_class(spec::SERVING_CLASS);
+    cluster.submit(&[urgent]).await.unwrap();
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> =
+        kube::Api::namespaced(cluster.client.clone(), spec::NAMESPACE);
+    let mut blocked = None;
+    for _ in 0..100 {
+        blocked = events
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("PreemptionBlocked"))
+            .and_then(|e| e.note);
+        if blocked.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let blocked = blocked.expect("a PreemptionBlocked Event");
+    assert!(blocked.contains("PodDisruptionBudgets forbid"), "{blocked}");
+    let view = cluster.view().await.unwrap();
+    assert_eq!(view.node_of("urgent-tp2"), None);
+    assert!(
+        batch_names
+            .iter()
+            .all(|n| view.phase(n).as_deref() == Some("Running"))
+    );
+    assert_eq!(cluster.api.requests().count("create", "pods/eviction"), 0);
+    assert_clean(&view);
+}
+
 /// Issue 17, item 5: alike replicas created at once (a Deployment's) bind
 /// in one go, not in waves behind kubelet admission, with kube-scheduler's
 /// own backoffs; the hand-off guarantee holds (clean invariants).

@@ -160,6 +160,14 @@ pub enum BindError {
         node: String,
         other: String,
     },
+    #[error(
+        "pod {pod}: another bind of it is in flight on node {node} (by {holder}); retry once it has finished"
+    )]
+    InFlight {
+        pod: String,
+        node: String,
+        holder: String,
+    },
     #[error("Binding for pod {pod} was refused with 409 Conflict (already bound, or re-created)")]
     BindingConflict { pod: String },
     #[error("Kubernetes API: {0}")]
@@ -181,7 +189,9 @@ impl BindError {
             BindError::AlreadyBound { .. } | BindError::BindingConflict { .. } => "conflict",
             BindError::Demand { .. } | BindError::NameTooLong { .. } => "bad_request",
             BindError::NoInventory(_) | BindError::DoesNotFit { .. } => "unfit",
-            BindError::Contended { .. } | BindError::Slow { .. } => "contended",
+            BindError::Contended { .. } | BindError::Slow { .. } | BindError::InFlight { .. } => {
+                "contended"
+            }
             BindError::AwaitingAdmission { .. } => "awaiting_admission",
             BindError::Deadline { .. } => "timeout",
             BindError::Api(_) => "api_error",
@@ -460,6 +470,21 @@ impl Binder {
             let mut bookings = self
                 .bookings_on(&inv, &args.node, now, deadline, &late)
                 .await?;
+            // Another bind of this pod (kube-scheduler retrying after a
+            // timeout, or another replica) holds an entry: replacing it
+            // could leave the pod bound by that bind with GPUs no entry
+            // holds. Its own nomination is the pod's to take.
+            if let Some(other) = bookings
+                .pods
+                .get(&uid)
+                .filter(|r| r.expires_at > now && r.victims.is_empty())
+            {
+                return Err(BindError::InFlight {
+                    pod: who,
+                    node: args.node.clone(),
+                    holder: other.holder.clone(),
+                });
+            }
             bookings.pods.remove(&uid);
             // Step 3: choose on top of everything held.
             let held = self.held_on(&args.node, &bookings);
@@ -549,10 +574,11 @@ impl Binder {
                     self.bound_to(&pods, &args.pod_name, &uid, &args.node).await
                 };
                 if bound != Some(true) {
-                    // Unknown: the entry stays, and holds until it expires
-                    // and a read shows the pod unbound (step 2).
-                    if bound == Some(false) {
-                        self.withdraw(&uid, &entry);
+                    match bound {
+                        Some(_) => self.withdraw(&uid, &entry),
+                        // Unknown: the entry holds until the pod is seen
+                        // unbound (then it goes) or bound (then it stays).
+                        None => self.settle_later(pods.clone(), args, &uid, &entry),
                     }
                     return Err(match e {
                         kube::Error::Api(s) if s.code == 409 => {
@@ -734,6 +760,44 @@ impl Binder {
             })
             .collect();
         HeldOnNode { held, pending }
+    }
+
+    /// After a Binding whose outcome is unknown: reads the pod until it
+    /// tells, with backoff for up to about a minute, and withdraws the
+    /// entry once the pod shows unbound. Until then the entry holds its
+    /// GPUs (and, if no read ever tells, until it expires and step 2 of a
+    /// later bind checks the pod).
+    fn settle_later(
+        &self,
+        pods: Api<Pod>,
+        args: &ExtenderBindingArgs,
+        uid: &str,
+        entry: &Reservation,
+    ) {
+        let binder = self.clone();
+        let (name, node) = (args.pod_name.clone(), args.node.clone());
+        let (uid, entry) = (uid.to_string(), entry.clone());
+        tokio::spawn(async move {
+            let mut pauses = ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(200))
+                .with_max_delay(Duration::from_secs(10))
+                .with_max_times(10)
+                .with_jitter()
+                .build();
+            loop {
+                match binder.bound_to(&pods, &name, &uid, &node).await {
+                    Some(true) => return,
+                    Some(false) => {
+                        binder.release_reservation(&uid, &entry).await;
+                        return;
+                    }
+                    None => match pauses.next() {
+                        Some(d) => tokio::time::sleep(d).await,
+                        None => return,
+                    },
+                }
+            }
+        });
     }
 
     /// Whether the pod is bound to `node` now, by one read within a few
