@@ -431,6 +431,9 @@ impl ClusterState {
             .collect()
     }
 
+    /// Holds a bound pod's assignment. A bound assignment is the truth: a
+    /// reservation (a bind in flight, an assumption, a nomination) that
+    /// holds any of its devices is stale and gives way.
     fn adopt(
         &mut self,
         key: &PodKey,
@@ -438,6 +441,41 @@ impl ClusterState {
         inv: &NodeInventory,
     ) -> Result<(), String> {
         let alloc = allocation_of(a, inv)?;
+        if self.hold(key.clone(), alloc.clone(), None).is_ok() {
+            return Ok(());
+        }
+        let devices = |x: &Allocation| -> Vec<(String, Option<String>)> {
+            x.containers
+                .iter()
+                .flat_map(|c| &c.gpus)
+                .map(|g| (g.uuid.clone(), g.mig_uuid.clone()))
+                .collect()
+        };
+        let ours = devices(&alloc);
+        let stale: Vec<PodKey> = self
+            .sigs
+            .get(&alloc.node)
+            .map(|sig| {
+                sig.holdings
+                    .keys()
+                    .filter(|k| {
+                        self.ledger.holding(k).is_some_and(|(held, expires)| {
+                            expires.is_some()
+                                && devices(held).iter().any(|d| {
+                                    ours.iter().any(|o| {
+                                        o.0 == d.0 && (o.1.is_none() || d.1.is_none() || o.1 == d.1)
+                                    })
+                                })
+                        })
+                    })
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        for k in &stale {
+            tracing::debug!(pod = %key, stale = %k, "a reservation gives way to a bound assignment");
+            self.release(k);
+        }
         self.hold(key.clone(), alloc, None)
     }
 
