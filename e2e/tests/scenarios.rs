@@ -382,6 +382,41 @@ async fn pods_failed_while_the_extender_was_down_are_retried_once_it_is_back() {
     );
 }
 
+/// One H100 node behind `extenders` replicas, the scenario PriorityClasses,
+/// and eight batch pods of 60 GiB (one per GPU, labelled `app=<prefix>`)
+/// running on it.
+async fn node_full_of_batch(
+    extenders: usize,
+    prefix: &str,
+) -> (LocalCluster, Vec<String>, ClusterView) {
+    let cluster = start(
+        vec![NodeSpec::new("h100-a", spec::H100_NVSWITCH)],
+        extenders,
+    )
+    .await;
+    spec::create_priority_classes(&cluster.client)
+        .await
+        .unwrap();
+    let batch: Vec<PodBuilder> = (0..8)
+        .map(|i| {
+            PodBuilder::explicit(&format!("{prefix}-{i}"), 1, 60)
+                .priority_class(spec::BATCH_CLASS)
+                .label("app", prefix)
+        })
+        .collect();
+    cluster.submit(&batch).await.unwrap();
+    let batch_names = names(&batch);
+    let view = cluster
+        .wait_for(
+            "every batch pod running",
+            Duration::from_secs(90),
+            running(&batch_names),
+        )
+        .await
+        .unwrap();
+    (cluster, batch_names, view)
+}
+
 /// Issue 16: a high-priority TP-2 pod on a node full of batch pods evicts the
 /// fewest of them that free two NVLink-connected GPUs (through the Eviction
 /// API) and then runs on those GPUs; nothing else takes them in between;
@@ -390,27 +425,7 @@ async fn pods_failed_while_the_extender_was_down_are_retried_once_it_is_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_high_priority_tp2_pod_preempts_the_fewest_batch_pods() {
     let _serial = ONE_AT_A_TIME.lock().await;
-    let cluster = start(vec![NodeSpec::new("h100-a", spec::H100_NVSWITCH)], 2).await;
-    spec::create_priority_classes(&cluster.client)
-        .await
-        .unwrap();
-    let batch: Vec<PodBuilder> = (0..8)
-        .map(|i| {
-            PodBuilder::explicit(&format!("batch-{i}"), 1, 60)
-                .priority_class(spec::BATCH_CLASS)
-                .label("app", "batch")
-        })
-        .collect();
-    cluster.submit(&batch).await.unwrap();
-    let batch_names = names(&batch);
-    let before = cluster
-        .wait_for(
-            "every batch pod running",
-            Duration::from_secs(90),
-            running(&batch_names),
-        )
-        .await
-        .unwrap();
+    let (cluster, batch_names, before) = node_full_of_batch(2, "batch").await;
     let gpu_of = |v: &ClusterView, n: &str| {
         v.pod(n)
             .and_then(ClusterView::assignment)
@@ -495,27 +510,7 @@ async fn a_high_priority_tp2_pod_preempts_the_fewest_batch_pods() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disruption_budget_keeps_batch_pods_and_the_preemptor_pending() {
     let _serial = ONE_AT_A_TIME.lock().await;
-    let cluster = start(vec![NodeSpec::new("h100-a", spec::H100_NVSWITCH)], 1).await;
-    spec::create_priority_classes(&cluster.client)
-        .await
-        .unwrap();
-    let batch: Vec<PodBuilder> = (0..8)
-        .map(|i| {
-            PodBuilder::explicit(&format!("kept-{i}"), 1, 60)
-                .priority_class(spec::BATCH_CLASS)
-                .label("app", "kept")
-        })
-        .collect();
-    cluster.submit(&batch).await.unwrap();
-    let batch_names = names(&batch);
-    cluster
-        .wait_for(
-            "every batch pod running",
-            Duration::from_secs(90),
-            running(&batch_names),
-        )
-        .await
-        .unwrap();
+    let (cluster, batch_names, _) = node_full_of_batch(1, "kept").await;
     let pdb: k8s_openapi::api::policy::v1::PodDisruptionBudget =
         serde_json::from_value(serde_json::json!({
             "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
