@@ -93,16 +93,19 @@ impl Running {
 }
 
 async fn make_client(path: Option<PathBuf>) -> anyhow::Result<Client> {
-    match path {
+    let mut config = match path {
         Some(p) => {
             let kc = Kubeconfig::read_from(&p)
                 .with_context(|| format!("reading kubeconfig {}", p.display()))?;
-            let config =
-                kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
-            Ok(Client::try_from(config)?)
+            kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?
         }
-        None => Ok(Client::try_default().await?),
-    }
+        None => kube::Config::infer().await?,
+    };
+    // As client-go: no silent retries of 429/5xx without Retry-After (kube's
+    // default layer retries them for minutes); publishing and the hand-off
+    // checks have their own bounded backoff.
+    config.default_retry = false;
+    Ok(Client::try_from(config)?)
 }
 
 /// Discovers GPUs and starts every part; returns once they run.

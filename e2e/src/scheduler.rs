@@ -8,7 +8,8 @@
 //!    nodes are read as kube-scheduler's informers hold them: lists with
 //!    `resourceVersion=0`, which the API server answers from its watch
 //!    cache, never consistent lists.
-//! 2. In-tree filtering: the node is Ready and schedulable, and every
+//! 2. In-tree filtering: the node is Ready and schedulable, its labels
+//!    match the pod's `nodeSelector` (`NodeAffinity`), and every
 //!    resource the pod requests fits `allocatable` minus what the pods on
 //!    the node (and pods assumed there) request (`NodeResourcesFit`).
 //!    As kube-scheduler, it starts where the previous cycle stopped and
@@ -41,7 +42,7 @@
 //!    (kube-scheduler: 5 minutes).
 //!
 //! Not modelled: in-tree scoring plugins (their scores count 0 here, so the
-//! extender alone ranks nodes), preemption, taints, affinity and the
+//! extender alone ranks nodes), preemption, taints, `affinity` and the
 //! other in-tree filters, and gang/queueing-hint machinery.
 
 use std::collections::{BTreeMap, HashMap};
@@ -93,6 +94,12 @@ pub struct DriverOptions {
     /// `qps` a second, up to `burst` at once. kube-scheduler's
     /// `clientConnection` defaults to 50 and 100. `None`: unlimited.
     pub client_rate: Option<ClientRate>,
+    /// Each bind is answered before the next scheduling cycle starts. As
+    /// kube-scheduler, the driver otherwise filters the next pod while
+    /// binds run, and whether the extender has seen a bind by then is a
+    /// matter of timing; waiting makes placements depend on the pod order
+    /// and the seed alone, for replays that compare placements.
+    pub sequential_binds: bool,
     pub seed: u64,
 }
 
@@ -138,6 +145,7 @@ impl DriverOptions {
             poll: Duration::from_millis(50),
             unschedulable_flush: Duration::from_secs(300),
             client_rate: None,
+            sequential_binds: false,
             seed: 1,
         })
     }
@@ -507,6 +515,17 @@ pub fn pod_requests(pod: &Pod) -> BTreeMap<String, f64> {
     out
 }
 
+/// Every `nodeSelector` entry of the pod is a label of the node.
+fn selector_matches(pod: &Pod, node: &Node) -> bool {
+    let Some(selector) = pod.spec.as_ref().and_then(|s| s.node_selector.as_ref()) else {
+        return true;
+    };
+    let labels = node.metadata.labels.as_ref();
+    selector
+        .iter()
+        .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+}
+
 fn node_ready(node: &Node) -> Result<(), &'static str> {
     let spec_unschedulable = node
         .spec
@@ -660,7 +679,8 @@ impl Driver {
             })
     }
 
-    /// In-tree filtering: NodeUnschedulable, node readiness, NodeResourcesFit.
+    /// In-tree filtering: NodeUnschedulable, node readiness, NodeAffinity
+    /// (`nodeSelector` only), NodeResourcesFit.
     fn in_tree_filter(
         &mut self,
         pod: &Pod,
@@ -692,6 +712,10 @@ impl Driver {
             };
             if let Err(r) = node_ready(node) {
                 reasons.push(r.to_string());
+                continue;
+            }
+            if !selector_matches(pod, node) {
+                reasons.push("node(s) didn't match Pod's node affinity/selector".to_string());
                 continue;
             }
             let allocatable = node
@@ -812,7 +836,13 @@ impl Driver {
             }
             self.select_host(&totals)
         };
-        self.assume_and_bind(pod, &best, interested);
+        let bind = self.assume_and_bind(pod, &best, interested);
+        if self.options.sequential_binds
+            && let Some(bind) = bind
+        {
+            // A panicked bind task is reported by the pod staying pending.
+            let _ = bind.await;
+        }
         Ok(())
     }
 
@@ -839,10 +869,8 @@ impl Driver {
         best.map(|(n, _)| n.to_string()).unwrap_or_default()
     }
 
-    fn assume_and_bind(&mut self, pod: &Pod, node: &str, interested: bool) {
-        let Some(uid) = pod.metadata.uid.clone() else {
-            return;
-        };
+    fn assume_and_bind(&mut self, pod: &Pod, node: &str, interested: bool) -> Option<JoinHandle<()>> {
+        let uid = pod.metadata.uid.clone()?;
         self.assumed
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -874,7 +902,7 @@ impl Driver {
         let backoff = self.backoff.clone();
         let options = self.options.clone();
         let limiter = self.limiter.clone();
-        tokio::spawn(async move {
+        Some(tokio::spawn(async move {
             stats.lock().unwrap_or_else(|e| e.into_inner()).bind_calls += 1;
             let result = if use_extender {
                 match extender
@@ -920,7 +948,7 @@ impl Driver {
             if let Some((msg, failures)) = failure {
                 report_failure(&client, &limiter, &pod, failures, "SchedulerError", &msg).await;
             }
-        });
+        }))
     }
 
     async fn failed(&mut self, pod: &Pod, message: &str, parked: Option<Parked>) {

@@ -71,6 +71,7 @@ pub struct PodBuilder {
     limits: BTreeMap<String, String>,
     scheduler: String,
     priority_class: Option<String>,
+    node_selector: BTreeMap<String, String>,
 }
 
 impl PodBuilder {
@@ -85,6 +86,7 @@ impl PodBuilder {
             limits: BTreeMap::new(),
             scheduler: SCHEDULER_NAME.to_string(),
             priority_class: None,
+            node_selector: BTreeMap::new(),
         }
     }
 
@@ -135,6 +137,14 @@ impl PodBuilder {
         self
     }
 
+    /// Keeps the pod to the node named `node` (`nodeSelector` on
+    /// `kubernetes.io/hostname`).
+    pub fn on_node(mut self, node: &str) -> PodBuilder {
+        self.node_selector
+            .insert("kubernetes.io/hostname".to_string(), node.to_string());
+        self
+    }
+
     pub fn scheduler(mut self, name: &str) -> PodBuilder {
         self.scheduler = name.to_string();
         self
@@ -165,6 +175,7 @@ impl PodBuilder {
             spec: Some(PodSpec {
                 scheduler_name: Some(self.scheduler.clone()),
                 priority_class_name: self.priority_class.clone(),
+                node_selector: (!self.node_selector.is_empty()).then(|| self.node_selector.clone()),
                 restart_policy: Some("Never".to_string()),
                 termination_grace_period_seconds: Some(0),
                 containers: vec![Container {

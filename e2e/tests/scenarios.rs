@@ -382,26 +382,33 @@ async fn pods_failed_while_the_extender_was_down_are_retried_once_it_is_back() {
     );
 }
 
-/// One H100 node behind `extenders` replicas, the scenario PriorityClasses,
-/// and eight batch pods of 60 GiB (one per GPU, labelled `app=<prefix>`)
-/// running on it.
-async fn node_full_of_batch(
+/// H100 nodes behind `extenders` replicas, the scenario PriorityClasses,
+/// and on each `(node, prefix)` eight batch pods of 60 GiB (one per GPU,
+/// kept to the node by `nodeSelector`, labelled `app=<prefix>`) running.
+async fn nodes_full_of_batch(
     extenders: usize,
-    prefix: &str,
+    nodes: &[(&str, &str)],
 ) -> (LocalCluster, Vec<String>, ClusterView) {
     let cluster = start(
-        vec![NodeSpec::new("h100-a", spec::H100_NVSWITCH)],
+        nodes
+            .iter()
+            .map(|(node, _)| NodeSpec::new(node, spec::H100_NVSWITCH))
+            .collect(),
         extenders,
     )
     .await;
     spec::create_priority_classes(&cluster.client)
         .await
         .unwrap();
-    let batch: Vec<PodBuilder> = (0..8)
-        .map(|i| {
-            PodBuilder::explicit(&format!("{prefix}-{i}"), 1, 60)
-                .priority_class(spec::BATCH_CLASS)
-                .label("app", prefix)
+    let batch: Vec<PodBuilder> = nodes
+        .iter()
+        .flat_map(|(node, prefix)| {
+            (0..8).map(move |i| {
+                PodBuilder::explicit(&format!("{prefix}-{i}"), 1, 60)
+                    .priority_class(spec::BATCH_CLASS)
+                    .label("app", prefix)
+                    .on_node(node)
+            })
         })
         .collect();
     cluster.submit(&batch).await.unwrap();
@@ -425,7 +432,7 @@ async fn node_full_of_batch(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_high_priority_tp2_pod_preempts_the_fewest_batch_pods() {
     let _serial = ONE_AT_A_TIME.lock().await;
-    let (cluster, batch_names, before) = node_full_of_batch(2, "batch").await;
+    let (cluster, batch_names, before) = nodes_full_of_batch(2, &[("h100-a", "batch")]).await;
     let gpu_of = |v: &ClusterView, n: &str| {
         v.pod(n)
             .and_then(ClusterView::assignment)
@@ -504,58 +511,112 @@ async fn a_high_priority_tp2_pod_preempts_the_fewest_batch_pods() {
     assert_rbac_covers(&cluster);
 }
 
-/// Issue 16: where a PodDisruptionBudget forbids evicting the pods that would
-/// have to go, nothing is evicted and the preemptor stays Pending with the
-/// reason in an Event.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_disruption_budget_keeps_batch_pods_and_the_preemptor_pending() {
-    let _serial = ONE_AT_A_TIME.lock().await;
-    let (cluster, batch_names, _) = node_full_of_batch(1, "kept").await;
-    let pdb: k8s_openapi::api::policy::v1::PodDisruptionBudget =
-        serde_json::from_value(serde_json::json!({
-            "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
-            "metadata": {"name": "kept", "namespace": spec::NAMESPACE},
-            "spec": {"minAvailable": 8, "selector": {"matchLabels": {"app": "kept"}}},
-            "status": {"disruptionsAllowed": 0, "currentHealthy": 8, "desiredHealthy": 8,
-                       "expectedPods": 8}
-        }))
-        .unwrap();
-    kube::Api::<k8s_openapi::api::policy::v1::PodDisruptionBudget>::namespaced(
-        cluster.client.clone(),
-        spec::NAMESPACE,
-    )
-    .create(&Default::default(), &pdb)
-    .await
+/// A PodDisruptionBudget over the pods labelled `app=<app>` that allows
+/// `allowed` more disruptions, its status written as the disruption
+/// controller would for eight healthy pods (the API server clears a status
+/// given on create).
+async fn disruption_budget(cluster: &LocalCluster, app: &str, allowed: i32) {
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    let pdbs =
+        kube::Api::<PodDisruptionBudget>::namespaced(cluster.client.clone(), spec::NAMESPACE);
+    let pdb: PodDisruptionBudget = serde_json::from_value(serde_json::json!({
+        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+        "metadata": {"name": app, "namespace": spec::NAMESPACE},
+        "spec": {"minAvailable": 8 - allowed, "selector": {"matchLabels": {"app": app}}}
+    }))
     .unwrap();
-    let urgent = PodBuilder::explicit("urgent-tp2", 2, 140).priority_class(spec::SERVING_CLASS);
-    cluster.submit(&[urgent]).await.unwrap();
+    pdbs.create(&Default::default(), &pdb).await.unwrap();
+    let status = serde_json::json!({"status": {
+        "disruptionsAllowed": allowed, "currentHealthy": 8,
+        "desiredHealthy": 8 - allowed, "expectedPods": 8, "observedGeneration": 1
+    }});
+    pdbs.patch_status(app, &Default::default(), &kube::api::Patch::Merge(&status))
+        .await
+        .unwrap();
+}
+
+/// The note of the first events.k8s.io/v1 Event with `reason` about `pod`,
+/// waiting up to 20 s for it.
+async fn event_note(cluster: &LocalCluster, pod: &str, reason: &str) -> Option<String> {
     let events: kube::Api<k8s_openapi::api::events::v1::Event> =
         kube::Api::namespaced(cluster.client.clone(), spec::NAMESPACE);
-    let mut blocked = None;
     for _ in 0..100 {
-        blocked = events
+        let found = events
             .list(&Default::default())
             .await
             .unwrap()
             .items
             .into_iter()
-            .find(|e| e.reason.as_deref() == Some("PreemptionBlocked"))
-            .and_then(|e| e.note);
-        if blocked.is_some() {
-            break;
+            .find(|e| {
+                e.reason.as_deref() == Some(reason)
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(pod)
+            });
+        if let Some(e) = found {
+            return Some(e.note.unwrap_or_default());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let blocked = blocked.expect("a PreemptionBlocked Event");
+    None
+}
+
+/// Issue 16: PodDisruptionBudgets steer preemption. On h100-a a budget
+/// allows no eviction, on h100-b one allows two: the first serving TP-2 pod
+/// evicts two pods of h100-b (none of h100-a) and runs there; the second
+/// (smaller, so that both nodes pass kube-scheduler's own resource filter)
+/// finds both budgets exhausted, so nothing more is evicted and it stays
+/// Pending with the reason in an Event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disruption_budgets_steer_preemption_to_another_node_or_keep_the_pod_pending() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let (cluster, batch_names, _) =
+        nodes_full_of_batch(1, &[("h100-a", "kept"), ("h100-b", "spare")]).await;
+    disruption_budget(&cluster, "kept", 0).await;
+    disruption_budget(&cluster, "spare", 2).await;
+    let created = Instant::now();
+    let first = PodBuilder::explicit("urgent-1", 2, 140).priority_class(spec::SERVING_CLASS);
+    cluster.submit(&[first]).await.unwrap();
+    let view = cluster
+        .wait_for(
+            "the first serving pod running",
+            Duration::from_secs(90),
+            running(&["urgent-1".to_string()]),
+        )
+        .await
+        .unwrap();
+    eprintln!(
+        "preemptor running {:.2} s after it was created",
+        created.elapsed().as_secs_f64()
+    );
+    assert_eq!(view.node_of("urgent-1").as_deref(), Some("h100-b"));
+    let evicted: Vec<&String> = batch_names
+        .iter()
+        .filter(|n| view.pod(n).is_none())
+        .collect();
+    assert_eq!(evicted.len(), 2, "{evicted:?}");
+    assert!(
+        evicted.iter().all(|n| n.starts_with("spare-")),
+        "{evicted:?}"
+    );
+
+    let second = PodBuilder::explicit("urgent-2", 2, 100).priority_class(spec::SERVING_CLASS);
+    cluster.submit(&[second]).await.unwrap();
+    let blocked = event_note(&cluster, "urgent-2", "PreemptionBlocked")
+        .await
+        .expect("a PreemptionBlocked Event on urgent-2");
     assert!(blocked.contains("PodDisruptionBudgets forbid"), "{blocked}");
+    assert!(
+        blocked.contains("h100-a") && blocked.contains("h100-b"),
+        "{blocked}"
+    );
     let view = cluster.view().await.unwrap();
-    assert_eq!(view.node_of("urgent-tp2"), None);
+    assert_eq!(view.node_of("urgent-2"), None);
+    assert_eq!(cluster.api.requests().count("create", "pods/eviction"), 2);
     assert!(
         batch_names
             .iter()
+            .filter(|n| !evicted.contains(n))
             .all(|n| view.phase(n).as_deref() == Some("Running"))
     );
-    assert_eq!(cluster.api.requests().count("create", "pods/eviction"), 0);
     assert_clean(&view);
 }
 

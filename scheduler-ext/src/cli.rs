@@ -19,9 +19,16 @@ pub async fn main() -> anyhow::Result<()> {
             .init(),
         LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
     }
-    let client = kube::Client::try_default()
+    let mut kube_config = kube::Config::infer()
         .await
         .context("cannot reach the Kubernetes API (in-cluster config or KUBECONFIG)")?;
+    // client-go retries a 429 or 5xx only when the server sends Retry-After;
+    // kube's default layer retries them 15 times with backoff growing to
+    // minutes, which turns an eviction a PodDisruptionBudget refuses (429)
+    // into a stall of minutes. Every call here has its own deadline or backoff.
+    kube_config.default_retry = false;
+    let client =
+        kube::Client::try_from(kube_config).context("cannot build a Kubernetes API client")?;
     let extender = Extender::start(client, &config, system_clock())
         .await
         .context("cannot start the extender")?;

@@ -218,6 +218,91 @@ async fn a_budget_that_forbids_the_eviction_leaves_the_pod_pending_with_the_reas
     ext.shutdown().await;
 }
 
+/// A PodDisruptionBudget over `app=<app>` pods in `ml` whose status (as
+/// the disruption controller writes it) allows `allowed` disruptions.
+async fn budget(client: &Client, app: &str, healthy: i32, allowed: i32) {
+    let pdbs = Api::<PodDisruptionBudget>::namespaced(client.clone(), "ml");
+    let pdb: PodDisruptionBudget = serde_json::from_value(serde_json::json!({
+        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+        "metadata": {"name": app, "namespace": "ml"},
+        "spec": {"minAvailable": healthy - allowed, "selector": {"matchLabels": {"app": app}}}
+    }))
+    .unwrap();
+    pdbs.create(&PostParams::default(), &pdb).await.unwrap();
+    let status = serde_json::json!({"status": {
+        "disruptionsAllowed": allowed, "currentHealthy": healthy,
+        "desiredHealthy": healthy - allowed, "expectedPods": healthy, "observedGeneration": 1
+    }});
+    pdbs.patch_status(
+        app,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&status),
+    )
+    .await
+    .unwrap();
+}
+
+/// A budget that allows one disruption lets one of its pods go, beside a
+/// budget of other pods that allows none.
+#[tokio::test]
+async fn a_budget_with_disruptions_left_allows_the_eviction() {
+    let (server, client) = cluster().await;
+    let ext = extender(&client, "a").await;
+    full_node(&client, &ext).await;
+    budget(&client, "elsewhere", 3, 0).await;
+    budget(&client, "batch", 2, 1).await;
+    eventually("the watch sees both bound", || async {
+        ext.state.read().unwrap().bound_on("gpu-1").len() == 2
+    })
+    .await;
+    let urgent = add_pod(&client, &prio("urgent", 1, 70, "serving")).await;
+    let r = feasible(&ext, &urgent).await;
+    assert_eq!(r["NodeNames"], serde_json::json!([]), "{r}");
+    eventually("one victim evicted", || async {
+        names(&client).await.len() == 2
+    })
+    .await;
+    assert_eq!(server.requests().count("create", "pods/eviction"), 1);
+    assert!(events_with(&client, "PreemptionBlocked").await.is_empty());
+    ext.shutdown().await;
+}
+
+/// A budget that lost its allowance after the extender read it (the API
+/// refuses the eviction with 429): the preemption stops at once with the
+/// reason, the freed-GPU promise is withdrawn, and nothing is evicted.
+#[tokio::test]
+async fn a_refused_eviction_stops_the_preemption_at_once() {
+    let (server, client) = cluster().await;
+    let ext = extender(&client, "a").await;
+    full_node(&client, &ext).await;
+    eventually("the watch sees both bound", || async {
+        ext.state.read().unwrap().bound_on("gpu-1").len() == 2
+    })
+    .await;
+    server.faults().refuse_evictions(1);
+    let urgent = add_pod(&client, &prio("urgent", 1, 70, "serving")).await;
+    let r = feasible(&ext, &urgent).await;
+    assert_eq!(r["NodeNames"], serde_json::json!([]), "{r}");
+    // Within `eventually`'s 10 s: a client that retried the 429 would
+    // still be backing off.
+    eventually("a PreemptionBlocked Event", || async {
+        !events_with(&client, "PreemptionBlocked").await.is_empty()
+    })
+    .await;
+    let note = events_with(&client, "PreemptionBlocked").await[0]
+        .note
+        .clone()
+        .unwrap();
+    assert!(note.contains("is refused"), "{note}");
+    assert_eq!(names(&client).await.len(), 3);
+    let uid = urgent.uid().unwrap();
+    eventually("the nomination withdrawn", || async {
+        ext.state.read().unwrap().nomination_for(&uid).is_none()
+    })
+    .await;
+    ext.shutdown().await;
+}
+
 #[tokio::test]
 async fn two_replicas_preempt_once_for_a_pod() {
     let (server, client) = cluster().await;

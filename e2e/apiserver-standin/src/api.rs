@@ -235,6 +235,12 @@ fn serve(
                 p.name.as_deref().unwrap_or_default(),
             );
             let eviction = parse_body(body)?;
+            if app.faults.take_eviction_refusal() {
+                return Err(ApiError::server(
+                    429,
+                    "Cannot evict pod as it would violate the pod's disruption budget.",
+                ));
+            }
             app.store.write(|s| s.evict(ns, name, &eviction))?;
             return Ok(json_response(201, &success_status(201)));
         }

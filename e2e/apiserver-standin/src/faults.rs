@@ -103,6 +103,7 @@ struct State {
     fail_until: Option<Instant>,
     fail_next: u32,
     fail_lists: BTreeSet<String>,
+    refuse_evictions: u32,
     injected: Injected,
 }
 
@@ -121,6 +122,7 @@ impl Default for State {
             fail_until: None,
             fail_next: 0,
             fail_lists: BTreeSet::new(),
+            refuse_evictions: 0,
             injected: Injected::default(),
         }
     }
@@ -210,6 +212,21 @@ impl Faults {
         let mut s = self.state();
         s.fail_status = status;
         s.fail_lists.insert(resource.to_string());
+    }
+
+    /// The next `n` evictions are refused with 429 as when a
+    /// PodDisruptionBudget lost its allowance between a client's read of it
+    /// and the eviction (another eviction, a pod turning unhealthy).
+    pub fn refuse_evictions(&self, n: u32) {
+        self.state().refuse_evictions = n;
+    }
+
+    /// Whether this eviction is one [`Faults::refuse_evictions`] refuses.
+    pub(crate) fn take_eviction_refusal(&self) -> bool {
+        let mut s = self.state();
+        let refuse = s.refuse_evictions > 0;
+        s.refuse_evictions = s.refuse_evictions.saturating_sub(1);
+        refuse
     }
 
     /// Switches every fault off (the counts of injected faults stay) and

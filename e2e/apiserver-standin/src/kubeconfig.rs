@@ -72,9 +72,13 @@ pub async fn client_from_file(path: &Path) -> Result<kube::Client, Error> {
     client_from(kc).await
 }
 
-/// Builds a client from a kubeconfig's current context.
+/// Builds a client from a kubeconfig's current context, without kube's
+/// default retry layer (as gpupack's components build theirs, and as
+/// client-go behaves: a 429 or 5xx is the caller's to handle).
 pub async fn client_from(kc: Kubeconfig) -> Result<kube::Client, Error> {
-    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
+    let mut config =
+        kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
+    config.default_retry = false;
     Ok(kube::Client::try_from(config)?)
 }
 

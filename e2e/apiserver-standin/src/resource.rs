@@ -193,7 +193,10 @@ impl ResourceType {
     pub(crate) fn status_on_create(&self) -> StatusOnCreate {
         if self.is_core("pods") {
             StatusOnCreate::Reset(serde_json::json!({ "phase": "Pending" }))
-        } else if self.status_subresource && self.is_custom() {
+        } else if self.status_subresource
+            && (self.is_custom()
+                || STATUS_CLEARED_ON_CREATE.contains(&(self.group.as_str(), self.plural.as_str())))
+        {
             StatusOnCreate::Drop
         } else {
             StatusOnCreate::Keep
@@ -223,7 +226,13 @@ const BUILTIN_GROUPS: &[&str] = &[
     "events.k8s.io",
     "coordination.k8s.io",
     "apiextensions.k8s.io",
+    "policy",
+    "scheduling.k8s.io",
 ];
+
+/// Built-in types whose registry strategy clears `.status` on create (its
+/// owner's controller writes it through the status subresource).
+const STATUS_CLEARED_ON_CREATE: &[(&str, &str)] = &[("policy", "poddisruptionbudgets")];
 
 const POD_FIELDS: &[&str] = &[
     "spec.nodeName",

@@ -767,12 +767,20 @@ async fn evictions_honour_disruption_budgets() {
             &PostParams::default(),
             &serde_json::from_value(json!({
                 "metadata": {"name": "llm"},
-                "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "llm"}}}
+                "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "llm"}}},
+                "status": {"disruptionsAllowed": 5, "currentHealthy": 2, "desiredHealthy": 1,
+                           "expectedPods": 2}
             }))
             .unwrap(),
         )
         .await
         .unwrap();
+    // As the registry strategy does: the status comes from the disruption
+    // controller, never from the creator.
+    assert_eq!(
+        pdb.status.clone().unwrap_or_default().disruptions_allowed,
+        0
+    );
     let mut with_status = pdb.clone();
     with_status.status = Some(
         serde_json::from_value(json!({

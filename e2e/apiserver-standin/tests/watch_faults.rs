@@ -363,8 +363,16 @@ async fn injected_conflicts_latency_and_errors() {
     assert!(t.elapsed() >= Duration::from_millis(150));
     server.faults().latency(Duration::ZERO);
 
-    // kube-rs retries 503 with backoff, so a short unavailability is absorbed.
+    // The stand-in's clients do not retry (as gpupack's, and client-go
+    // without Retry-After): a 503 reaches the caller, and the next request
+    // after the outage is served.
     server.faults().fail_for(503, Duration::from_millis(300));
+    let e = pods.get("a").await.unwrap_err();
+    assert!(
+        matches!(e, kube::Error::Api(ref s) if s.code == 503),
+        "{e:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(350)).await;
     pods.get("a").await.unwrap();
     assert!(
         server
