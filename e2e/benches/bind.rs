@@ -31,24 +31,22 @@
 //! The process exits with status 1 on FAIL.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use apiserver_standin::{ApiServer, ResourceType};
 use clap::Parser;
 use device_plugin::resource::backend::DiscoveryContext;
 use device_plugin::resource::backend::simulated;
-use device_plugin::resource::devices;
 use e2e::admission::{AdmissionOptions, AdmissionSimulator};
 use e2e::scheduler::{ClientRate, DriverOptions, Rejections, SchedulerDriver};
 use e2e::spec::{H100_NVSWITCH, NAMESPACE, PodBuilder};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, PostParams};
 use proto::assignment::PodAssignment;
 use proto::inventory::{GpuNodeInventory, NodeInventory};
-use proto::resources::{DEFAULT_MEMORY_UNIT_BYTES, GPU, GPU_MEMORY};
+use proto::resources::DEFAULT_MEMORY_UNIT_BYTES;
 use serde_json::json;
 
 #[derive(Parser, Debug, Clone)]
@@ -241,57 +239,6 @@ fn inventory(node: &str) -> Result<NodeInventory> {
         .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-/// The Node as kubelet reports it: Ready, with the devices the plugin
-/// advertises for each of its resources besides CPU, memory and pods.
-fn node(name: &str, inv: &NodeInventory) -> Result<Node> {
-    let mut capacity = BTreeMap::from([
-        ("cpu".to_string(), json!("128")),
-        ("memory".to_string(), json!("1Ti")),
-        ("pods".to_string(), json!("110")),
-    ]);
-    for r in devices::resources(inv) {
-        let n = devices::devices(inv, &r).len();
-        if n > 0 {
-            capacity.insert(r.name(), json!(n.to_string()));
-        }
-    }
-    for needed in [GPU, GPU_MEMORY] {
-        if !capacity.contains_key(needed) {
-            bail!("node {name} advertises no {needed}");
-        }
-    }
-    Ok(serde_json::from_value(json!({
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {"name": name, "labels": {
-            "kubernetes.io/hostname": name,
-            "gpupack.io/gpu": "true",
-        }},
-        "status": {
-            "capacity": capacity,
-            "allocatable": capacity,
-            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
-        },
-    }))?)
-}
-
-/// The extender's configuration as the shipped DaemonSet starts it, on a
-/// free loopback port and without the Hub.
-fn shipped_extender_config() -> Result<scheduler_ext::config::Config> {
-    let objects = e2e::manifests::parse_documents(e2e::scheduler::SHIPPED_MANIFESTS)?;
-    let (_, container) = e2e::manifests::container(&objects, "extender")?;
-    let shipped = container.args.unwrap_or_default();
-    let mut args = <scheduler_ext::config::Args as Parser>::try_parse_from(
-        std::iter::once("gpupack-scheduler-ext".to_string()).chain(shipped),
-    )
-    .context("the shipped extender arguments")?;
-    args.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
-    args.metrics_listen = None;
-    args.hub_offline = Some(true);
-    args.identity = Some("gpupack-scheduler-0".into());
-    Ok(scheduler_ext::config::Config::resolve(args)?)
-}
-
 async fn run(args: &Args, mode: Mode) -> Result<Outcome> {
     let api = ApiServer::start()
         .await
@@ -309,7 +256,8 @@ async fn run(args: &Args, mode: Mode) -> Result<Outcome> {
         for g in &inv.gpus {
             gpu_memory.insert((name.clone(), g.index), g.memory_bytes);
         }
-        api.store().put_as(&node(&name, &inv)?)?;
+        api.store()
+            .put_as(&e2e::inprocess::node(&inv, "128", "1Ti")?)?;
         api.store().put_as(&GpuNodeInventory::for_node(inv))?;
     }
     let admission = AdmissionSimulator::start(
@@ -322,23 +270,7 @@ async fn run(args: &Args, mode: Mode) -> Result<Outcome> {
 
     let extender = match mode {
         Mode::Default => None,
-        Mode::Extender => {
-            let config = shipped_extender_config()?;
-            let ext = scheduler_ext::server::Extender::start(
-                api.client_as("gpupack-scheduler-ext").await?,
-                &config,
-                scheduler_ext::bind::system_clock(),
-            )
-            .await?;
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while !ext.readiness.is_ready() {
-                if Instant::now() > deadline {
-                    bail!("the extender did not become ready within 60 s");
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Some((ext, config.url_prefix))
-        }
+        Mode::Extender => Some(e2e::inprocess::start_extender(&api).await?),
     };
 
     let pods: Vec<Pod> = (0..args.pods)
@@ -369,9 +301,7 @@ async fn run(args: &Args, mode: Mode) -> Result<Outcome> {
             options.extender.bind_verb.clear();
             options.extender.preempt_verb.clear();
         }
-        Some((ext, prefix)) => {
-            options.extender_url = format!("http://{}{prefix}", ext.addr());
-        }
+        Some((_, url)) => options.extender_url = url.clone(),
     }
     let started = Instant::now();
     let cap = Duration::from_secs(args.cap_secs);

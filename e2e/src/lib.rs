@@ -17,6 +17,8 @@
 pub mod admission;
 pub mod cluster;
 pub mod extender_client;
+pub mod fleet;
+pub mod inprocess;
 pub mod local;
 pub mod manifests;
 pub mod multicall;

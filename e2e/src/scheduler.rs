@@ -67,6 +67,10 @@ use crate::manifests::Extender;
 /// ConfigMap holds the configuration the driver follows.
 pub const SHIPPED_MANIFESTS: &str = include_str!("../../daemonset/base/gpupack.yaml");
 
+/// With [`DriverOptions::sequential_binds`], how long the driver lets
+/// watches deliver a pod's admission before the next cycle.
+pub const ADMISSION_SETTLE: Duration = Duration::from_millis(50);
+
 /// kube-scheduler's `MaxNodeScore / MaxExtenderPriority`.
 const EXTENDER_SCORE_SCALE: i64 = 10;
 
@@ -94,11 +98,13 @@ pub struct DriverOptions {
     /// `qps` a second, up to `burst` at once. kube-scheduler's
     /// `clientConnection` defaults to 50 and 100. `None`: unlimited.
     pub client_rate: Option<ClientRate>,
-    /// Each bind is answered before the next scheduling cycle starts. As
+    /// Each bind is answered, and a bound pod admitted by its kubelet
+    /// (up to 30 s) and [`ADMISSION_SETTLE`] passed for watches to carry
+    /// that to every component, before the next scheduling cycle starts. As
     /// kube-scheduler, the driver otherwise filters the next pod while
-    /// binds run, and whether the extender has seen a bind by then is a
-    /// matter of timing; waiting makes placements depend on the pod order
-    /// and the seed alone, for replays that compare placements.
+    /// binds run and kubelets admit, and what the extender has seen by then
+    /// is a matter of timing; waiting makes placements depend on the pod
+    /// order and the seed alone, for replays that compare placements.
     pub sequential_binds: bool,
     pub seed: u64,
 }
@@ -842,6 +848,7 @@ impl Driver {
         {
             // A panicked bind task is reported by the pod staying pending.
             let _ = bind.await;
+            self.await_admission(pod).await;
         }
         Ok(())
     }
@@ -869,7 +876,36 @@ impl Driver {
         best.map(|(n, _)| n.to_string()).unwrap_or_default()
     }
 
-    fn assume_and_bind(&mut self, pod: &Pod, node: &str, interested: bool) -> Option<JoinHandle<()>> {
+    /// Waits (up to 30 s) until `pod`, if bound, has its kubelet's
+    /// admission status, then [`ADMISSION_SETTLE`].
+    async fn await_admission(&self, pod: &Pod) {
+        let api: Api<Pod> = Api::namespaced(
+            self.client.clone(),
+            pod.metadata.namespace.as_deref().unwrap_or("default"),
+        );
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            match api.get_opt(&name).await {
+                Ok(Some(p))
+                    if p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some()
+                        && !proto::pod::is_admitted(&p) => {}
+                Ok(_) => {
+                    tokio::time::sleep(ADMISSION_SETTLE).await;
+                    return;
+                }
+                Err(e) => tracing::debug!(error = %e, "reading a bound pod; retrying"),
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn assume_and_bind(
+        &mut self,
+        pod: &Pod,
+        node: &str,
+        interested: bool,
+    ) -> Option<JoinHandle<()>> {
         let uid = pod.metadata.uid.clone()?;
         self.assumed
             .lock()

@@ -3,10 +3,8 @@
 //! Each subcommand lives in its own module with an `Args` type and a `run`
 //! function; this file only dispatches.
 
-mod estimate;
-mod simulate;
-
 use clap::{Parser, Subcommand};
+use gpupack::{estimate, simulate};
 
 #[derive(Parser, Debug)]
 #[command(

@@ -4,7 +4,7 @@
 mod replay;
 mod report;
 mod trace;
-mod workload;
+pub mod workload;
 
 use std::path::PathBuf;
 use std::sync::Mutex;

@@ -9,9 +9,9 @@
 //! and failed pods by reason. Without any input, `gpupack simulate` runs
 //! the first shipped example, so it works on a fresh clone.
 
-mod deploy;
-mod fleet;
-mod replay;
+pub mod deploy;
+pub mod fleet;
+pub mod replay;
 mod report;
 mod spec;
 

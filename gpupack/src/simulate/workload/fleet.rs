@@ -390,13 +390,14 @@ fn node_spec(kind: &NodeKind, t: &NodeType, name: &str) -> NodeSpec {
     let per_switch = ic.gpus_per_switch.unwrap_or(1).max(1);
     let gpus = (0..n)
         .map(|i| {
-            let uuid = format!("{name}-gpu{i}");
+            // Shaped as NVML's, so the inventory of the node validates.
+            let uuid = format!("GPU-{name}-{i}");
             let mig = if kind.mig_gpus.contains(&i) {
                 kind.mig_instances
                     .iter()
                     .enumerate()
                     .map(|(j, (profile, bytes))| MigSpec {
-                        uuid: format!("{uuid}-mig{j}"),
+                        uuid: format!("MIG-{name}-{i}-{j}"),
                         profile: profile.clone(),
                         memory_bytes: *bytes,
                         health: Health::Healthy,
