@@ -229,6 +229,15 @@ impl Default for BindConfig {
     }
 }
 
+/// How long a bind waits, at most (and within half its deadline), for
+/// kubelet to admit an alike pod on the node before refusing with
+/// [`BindError::AwaitingAdmission`]; kubelet admits within tens of
+/// milliseconds of seeing a bind.
+pub const ADMISSION_WAIT: Duration = Duration::from_secs(1);
+
+/// How often a bind waiting for an admission looks again.
+const ADMISSION_POLL: Duration = Duration::from_millis(20);
+
 /// The needs of pods filter sized recently, by UID, so that a bind can
 /// assume the pod's GPUs before it has read anything from the API.
 #[derive(Default)]
@@ -455,8 +464,14 @@ impl Binder {
             .with_jitter()
             .without_max_times()
             .build();
-        for attempt in 0..self.config.attempts {
-            if attempt > 0 {
+        // Waiting for kubelet to admit an alike pod costs this bind a short
+        // pause, not kube-scheduler's backoff of a second or more.
+        let admission_wait_until = Instant::now()
+            + ADMISSION_WAIT.min(deadline.saturating_duration_since(Instant::now()) / 2);
+        let mut attempt = 0;
+        let mut waited = false;
+        while attempt < self.config.attempts {
+            if attempt > 0 && !std::mem::take(&mut waited) {
                 tokio::time::sleep(pauses.next().unwrap_or(Duration::from_millis(40))).await;
             }
             // Step 1: the per-node object and its resourceVersion.
@@ -488,7 +503,7 @@ impl Binder {
             bookings.pods.remove(&uid);
             // Step 3: choose on top of everything held.
             let held = self.held_on(&args.node, &bookings);
-            let alloc = plan_bind(
+            let planned = plan_bind(
                 &inv.spec,
                 &held,
                 assumed.as_ref(),
@@ -496,8 +511,15 @@ impl Binder {
                 &needs,
                 policy,
                 &typical,
-            )
-            .map_err(|e| match e {
+            );
+            if let Err(NotClear::Awaiting(_)) = &planned
+                && Instant::now() + ADMISSION_POLL < admission_wait_until
+            {
+                tokio::time::sleep(ADMISSION_POLL).await;
+                waited = true;
+                continue;
+            }
+            let alloc = planned.map_err(|e| match e {
                 NotClear::Unfit(reason) => BindError::DoesNotFit {
                     pod: who.clone(),
                     node: args.node.clone(),
@@ -532,6 +554,7 @@ impl Binder {
                 Ok(Err(kube::Error::Api(e))) if e.code == 409 => {
                     conflicts += 1;
                     tracing::debug!(pod = %who, node = %args.node, attempt, "reservation lost a race; re-reading");
+                    attempt += 1;
                     continue;
                 }
                 Ok(Err(kube::Error::Api(e))) if e.code == 404 => {

@@ -1205,6 +1205,30 @@ mod tests {
         assert_eq!(out.feasible, ["x", "y"]);
     }
 
+    /// A reservation on devices the watch shows bound to another pod (a
+    /// bind whose outcome this replica never learnt, another replica's
+    /// bind) gives way: the bound pod is held, the reservation released.
+    #[test]
+    fn a_bound_assignment_wins_over_a_stale_reservation_on_its_gpu() {
+        let mut s = state(&[("a", 1)]);
+        let inv = s.inventory("a").unwrap();
+        let id = s.ledger.node_id("a").unwrap();
+        let demand = needs(1, None).demand(1 << 30);
+        let alloc = s
+            .ledger
+            .choose(id, &s.ledger.prepare(&demand), &s.scorer, &mut rand::rng())
+            .unwrap();
+        let stale = PodKey::new("ns", "stale", "stale");
+        s.reserve(stale.clone(), alloc.clone(), 1_000);
+        assert!(s.ledger.holding(&stale).is_some());
+        let bound = PodKey::new("ns", "bound", "bound");
+        let problems = s.apply_pod(bound.clone(), Some(assignment_of(&alloc, &inv)));
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(s.ledger.holding(&stale).is_none());
+        assert!(s.ledger.holding(&bound).is_some());
+        assert!(s.is_bound_on("bound", "a"));
+    }
+
     #[test]
     fn deletion_and_completion_release() {
         let mut s = state(&[("a", 1)]);

@@ -102,6 +102,28 @@ async fn alike_pods_on_other_gpus_wait_for_kubelet_admission() {
     ext.shutdown().await;
 }
 
+/// A bind that only waits for kubelet to admit an alike pod waits for it
+/// (up to a second) instead of refusing: one call binds the pod.
+#[tokio::test]
+async fn a_bind_waits_briefly_for_an_alike_pods_admission() {
+    let (_server, client) = cluster().await;
+    add_node(&client, &inventory("gpu-1", 2)).await;
+    let ext = std::sync::Arc::new(extender(&client, "a").await);
+    let first = add_pod(&client, &pod("ml", "first", "", 1, Some(60))).await;
+    let second = add_pod(&client, &pod("ml", "second", "", 1, Some(60))).await;
+    let r = post_json(&ext, "/bind", &bind_args(&first, "gpu-1")).await;
+    assert_eq!(r["Error"], "");
+    let waiting = {
+        let ext = ext.clone();
+        tokio::spawn(async move { post_json(&ext, "/bind", &bind_args(&second, "gpu-1")).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    kubelet_admits_bound_pods(&client, "ml").await;
+    let r = waiting.await.unwrap();
+    assert_eq!(r["Error"], "", "{r}");
+    assert!(assignment(&client, "second").await.is_some());
+}
+
 #[tokio::test]
 async fn ledger_is_rebuilt_after_a_restart() {
     let (_server, client) = cluster().await;
