@@ -41,10 +41,10 @@ use device_plugin::resource::backend::simulated;
 use e2e::admission::{AdmissionOptions, AdmissionSimulator};
 use e2e::scheduler::{ClientRate, DriverOptions, Rejections, SchedulerDriver};
 use e2e::spec::{H100_NVSWITCH, NAMESPACE, PodBuilder};
+use e2e::view::ClusterView;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, PostParams};
-use proto::assignment::PodAssignment;
 use proto::inventory::{GpuNodeInventory, NodeInventory};
 use proto::resources::DEFAULT_MEMORY_UNIT_BYTES;
 use serde_json::json;
@@ -363,15 +363,7 @@ fn overcommit(pods: &[Pod], gpu_memory: &BTreeMap<(String, u32), u64>) -> Overco
     let mut assigned: BTreeMap<(String, u32), u64> = BTreeMap::new();
     let mut out = Overcommit::default();
     for p in pods {
-        let Some(text) = p
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(proto::assignment::ANNOTATION))
-        else {
-            continue;
-        };
-        let Ok(a) = PodAssignment::from_json(text) else {
+        let Some(a) = ClusterView::assignment(p) else {
             continue;
         };
         out.pods_with_assignment += 1;

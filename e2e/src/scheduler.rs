@@ -721,6 +721,7 @@ impl Driver {
                 continue;
             }
             if !selector_matches(pod, node) {
+                // NodeAffinity's ErrReasonPod.
                 reasons.push("node(s) didn't match Pod's node affinity/selector".to_string());
                 continue;
             }

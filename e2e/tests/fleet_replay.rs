@@ -19,10 +19,10 @@ use e2e::admission::{AdmissionOptions, AdmissionSimulator};
 use e2e::fleet::{self, Placements};
 use e2e::scheduler::{DriverOptions, SchedulerDriver};
 use e2e::spec::NAMESPACE;
+use e2e::view::ClusterView;
 use gpupack::simulate::workload::{self, Workload, replay};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, PostParams};
-use proto::assignment::PodAssignment;
 use proto::inventory::GpuNodeInventory;
 
 /// What one replay through the driver ended with.
@@ -94,15 +94,12 @@ async fn through_driver(
         let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone()) else {
             continue;
         };
-        let Some(text) = p
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(proto::assignment::ANNOTATION))
-        else {
-            bail!("pod {:?} is bound without an assignment", p.metadata.name);
+        let Some(a) = ClusterView::assignment(&p) else {
+            bail!(
+                "pod {:?} is bound without a readable assignment",
+                p.metadata.name
+            );
         };
-        let a = PodAssignment::from_json(text).map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut devices: Vec<String> = a
             .containers
             .iter()

@@ -86,8 +86,29 @@ async fn full_node(client: &Client, ext: &scheduler_ext::Extender) -> (Pod, Pod)
         kubelet_admits_bound_pods(client, "ml").await;
         low.push(p);
     }
+    sees_both_bound(ext).await;
     let b = low.pop().unwrap();
     (low.pop().unwrap(), b)
+}
+
+/// Waits until `ext`'s pod watch shows both pods of [`full_node`] bound.
+async fn sees_both_bound(ext: &scheduler_ext::Extender) {
+    eventually("the watch sees both bound", || async {
+        ext.state.read().unwrap().bound_on("gpu-1").len() == 2
+    })
+    .await;
+}
+
+/// The note of the first PreemptionBlocked Event, once there is one.
+async fn blocked_note(client: &Client) -> String {
+    eventually("a PreemptionBlocked Event", || async {
+        !events_with(client, "PreemptionBlocked").await.is_empty()
+    })
+    .await;
+    events_with(client, "PreemptionBlocked").await[0]
+        .note
+        .clone()
+        .unwrap()
 }
 
 async fn feasible(ext: &scheduler_ext::Extender, p: &Pod) -> serde_json::Value {
@@ -99,10 +120,6 @@ async fn a_high_priority_pod_evicts_the_fewest_pods_and_gets_their_gpu() {
     let (server, client) = cluster().await;
     let ext = extender(&client, "a").await;
     full_node(&client, &ext).await;
-    eventually("the watch sees both bound", || async {
-        ext.state.read().unwrap().bound_on("gpu-1").len() == 2
-    })
-    .await;
     let urgent = add_pod(&client, &prio("urgent", 1, 70, "serving")).await;
     let r = feasible(&ext, &urgent).await;
     assert_eq!(r["NodeNames"], serde_json::json!([]), "{r}");
@@ -189,29 +206,11 @@ async fn a_budget_that_forbids_the_eviction_leaves_the_pod_pending_with_the_reas
     let (server, client) = cluster().await;
     let ext = extender(&client, "a").await;
     full_node(&client, &ext).await;
-    let pdb: PodDisruptionBudget = serde_json::from_value(serde_json::json!({
-        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
-        "metadata": {"name": "batch", "namespace": "ml"},
-        "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "batch"}}},
-        "status": {"disruptionsAllowed": 0, "currentHealthy": 2, "desiredHealthy": 2,
-                   "expectedPods": 2, "observedGeneration": 1}
-    }))
-    .unwrap();
-    Api::<PodDisruptionBudget>::namespaced(client.clone(), "ml")
-        .create(&PostParams::default(), &pdb)
-        .await
-        .unwrap();
+    budget(&client, "batch", 2, 0).await;
     let urgent = add_pod(&client, &prio("urgent", 1, 70, "serving")).await;
     let r = feasible(&ext, &urgent).await;
     assert_eq!(r["NodeNames"], serde_json::json!([]), "{r}");
-    eventually("a PreemptionBlocked Event", || async {
-        !events_with(&client, "PreemptionBlocked").await.is_empty()
-    })
-    .await;
-    let note = events_with(&client, "PreemptionBlocked").await[0]
-        .note
-        .clone()
-        .unwrap();
+    let note = blocked_note(&client).await;
     assert!(note.contains("PodDisruptionBudgets forbid"), "{note}");
     assert_eq!(names(&client).await.len(), 3);
     assert_eq!(server.requests().count("create", "pods/eviction"), 0);
@@ -251,10 +250,6 @@ async fn a_budget_with_disruptions_left_allows_the_eviction() {
     full_node(&client, &ext).await;
     budget(&client, "elsewhere", 3, 0).await;
     budget(&client, "batch", 2, 1).await;
-    eventually("the watch sees both bound", || async {
-        ext.state.read().unwrap().bound_on("gpu-1").len() == 2
-    })
-    .await;
     let urgent = add_pod(&client, &prio("urgent", 1, 70, "serving")).await;
     let r = feasible(&ext, &urgent).await;
     assert_eq!(r["NodeNames"], serde_json::json!([]), "{r}");
@@ -275,24 +270,13 @@ async fn a_refused_eviction_stops_the_preemption_at_once() {
     let (server, client) = cluster().await;
     let ext = extender(&client, "a").await;
     full_node(&client, &ext).await;
-    eventually("the watch sees both bound", || async {
-        ext.state.read().unwrap().bound_on("gpu-1").len() == 2
-    })
-    .await;
     server.faults().refuse_evictions(1);
     let urgent = add_pod(&client, &prio("urgent", 1, 70, "serving")).await;
     let r = feasible(&ext, &urgent).await;
     assert_eq!(r["NodeNames"], serde_json::json!([]), "{r}");
     // Within `eventually`'s 10 s: a client that retried the 429 would
     // still be backing off.
-    eventually("a PreemptionBlocked Event", || async {
-        !events_with(&client, "PreemptionBlocked").await.is_empty()
-    })
-    .await;
-    let note = events_with(&client, "PreemptionBlocked").await[0]
-        .note
-        .clone()
-        .unwrap();
+    let note = blocked_note(&client).await;
     assert!(note.contains("is refused"), "{note}");
     assert_eq!(names(&client).await.len(), 3);
     let uid = urgent.uid().unwrap();
@@ -309,12 +293,7 @@ async fn two_replicas_preempt_once_for_a_pod() {
     let a = extender(&client, "a").await;
     let b = extender(&client, "b").await;
     full_node(&client, &a).await;
-    for ext in [&a, &b] {
-        eventually("the watch sees both bound", || async {
-            ext.state.read().unwrap().bound_on("gpu-1").len() == 2
-        })
-        .await;
-    }
+    sees_both_bound(&b).await;
     let urgent = add_pod(&client, &prio("urgent", 1, 70, "serving")).await;
     // kube-scheduler behind each replica tries the pod at once.
     let (ra, rb) = tokio::join!(feasible(&a, &urgent), feasible(&b, &urgent));

@@ -216,7 +216,9 @@ impl Faults {
 
     /// The next `n` evictions are refused with 429 as when a
     /// PodDisruptionBudget lost its allowance between a client's read of it
-    /// and the eviction (another eviction, a pod turning unhealthy).
+    /// and the eviction (another eviction, a pod turning unhealthy): the
+    /// eviction REST handler's `NewTooManyRequests` with the same message
+    /// (`pkg/registry/core/pod/storage/eviction.go`).
     pub fn refuse_evictions(&self, n: u32) {
         self.state().refuse_evictions = n;
     }

@@ -231,7 +231,8 @@ const BUILTIN_GROUPS: &[&str] = &[
 ];
 
 /// Built-in types whose registry strategy clears `.status` on create (its
-/// owner's controller writes it through the status subresource).
+/// owner's controller writes it through the status subresource); upstream:
+/// `pkg/registry/policy/poddisruptionbudget/strategy.go`, `PrepareForCreate`.
 const STATUS_CLEARED_ON_CREATE: &[(&str, &str)] = &[("policy", "poddisruptionbudgets")];
 
 const POD_FIELDS: &[&str] = &[
