@@ -3,13 +3,12 @@
 //! the extender as shipped, against the API stand-in and kubelet's
 //! admission writes), in the arrival order `gpupack simulate --workload`
 //! uses for a seed: the same seed places every pod in the same place twice,
-//! as many pods as the simulator places with the extender's policy and pod
-//! mix, with no bind rejected.
+//! as many pods as `gpupack simulate` places with the extender's policy,
+//! with no bind rejected.
 //!
-//! The extender's fragmentation measure starts from its built-in typical
-//! pod mix and re-derives it from placed pods every 30 s, so over a replay
-//! of a few seconds it uses the built-in one; the simulator is given the
-//! same. (`gpupack simulate` by default gives it the whole workload's mix.)
+//! The simulator's fragmentation measure uses the whole workload's pod
+//! mix; the extender derives its mix from every GPU pod it sees, pending or
+//! bound, so once it has seen the pods waiting it uses the same mix.
 
 use std::time::{Duration, Instant};
 
@@ -73,6 +72,25 @@ async fn through_driver(
         .await
         .with_context(|| format!("creating pod {k}"))?;
     }
+    // The pending pods reach the extender's typical mix within a second.
+    let seen = Instant::now() + Duration::from_secs(10);
+    loop {
+        let count = ext
+            .state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .typical_pod_count();
+        if count == order.len() {
+            break;
+        }
+        if Instant::now() > seen {
+            bail!(
+                "the extender's typical mix counts {count} pods, not the {} pending",
+                order.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let mut options = DriverOptions::shipped(&url)?;
     options.sequential_binds = true;
     options.seed = seed;
@@ -125,8 +143,8 @@ async fn through_driver(
 async fn the_fleet_replays_through_the_driver_as_the_simulator_places_it() {
     let w = workload::parse(workload::EXAMPLE_PATH, workload::EXAMPLE).unwrap();
     let policy = e2e::inprocess::shipped_extender_config().unwrap().policy;
-    // The mix the extender holds for the whole replay (see the top).
-    let typical = scheduler_ext::cluster_state::default_typical();
+    // `gpupack simulate`'s mix: the whole workload's.
+    let typical = replay::typical_pods(&w.deployments);
     for seed in [42, 43] {
         let order = replay::order(&w.deployments, seed);
         let simulated = replay::replay(&w, &order, policy, &typical, seed).unwrap();

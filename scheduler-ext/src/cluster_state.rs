@@ -25,6 +25,7 @@ use rand::SeedableRng;
 
 use crate::alike::{NotClear, Pending, choose_clear};
 use crate::demand::PodNeeds;
+use crate::mix::PodMix;
 use crate::reservations::Reservations;
 use crate::translate::{allocation_of, assignment_of, node_spec};
 
@@ -108,6 +109,13 @@ pub struct ClusterState {
     sigs: HashMap<String, Signature>,
     policy: Policy,
     typical: TypicalPods,
+    /// Pods the typical mix was derived from (0: the built-in mix).
+    typical_pods: usize,
+    /// Every GPU pod's demand, pending or bound: what the typical mix is
+    /// derived from.
+    mix: PodMix,
+    /// Bound pods changed since the typical mix was derived.
+    typical_stale: bool,
     scorer: Scorer,
 }
 
@@ -243,6 +251,9 @@ impl ClusterState {
             sigs: HashMap::new(),
             policy,
             typical,
+            typical_pods: 0,
+            mix: PodMix::default(),
+            typical_stale: false,
             scorer,
         }
     }
@@ -487,6 +498,7 @@ impl ClusterState {
             None => {
                 if self.bound.remove(&key).is_some() {
                     self.bound_uids.remove(&key.uid);
+                    self.typical_stale = true;
                 }
                 self.priorities.remove(&key);
                 // Bound without an assignment, or finished: whatever a
@@ -505,6 +517,7 @@ impl ClusterState {
                 // A reservation (or an older holding) gives way to the
                 // bound assignment.
                 self.release(&key);
+                self.typical_stale = true;
                 self.bound.insert(key.clone(), a.clone());
                 self.bound_uids.insert(key.uid.clone(), key.clone());
                 let Some(inv) = self.nodes.get(&a.node).map(|n| n.inventory.clone()) else {
@@ -520,7 +533,8 @@ impl ClusterState {
 
     /// A pod was deleted: it holds nothing any more, reserved or bound.
     pub fn remove_pod(&mut self, key: &PodKey) {
-        self.bound.remove(key);
+        self.mix.forget(&key.uid);
+        self.typical_stale |= self.bound.remove(key).is_some();
         self.priorities.remove(key);
         self.bound_uids.remove(&key.uid);
         let freed = self.release(key).map(|a| a.node);
@@ -777,17 +791,73 @@ impl ClusterState {
         due.len()
     }
 
-    /// Re-derives the typical pod mix from what is placed now (the
-    /// fragmentation measure's view of the workload); the built-in mix
-    /// while nothing is placed.
+    /// A pending pod asks for `demand` (`None`: nothing gpupack places, or
+    /// not sizeable yet).
+    pub fn note_pending_demand(&mut self, uid: &str, demand: Option<PodDemand>) {
+        self.mix.set_pending(uid, demand);
+    }
+
+    /// A bound pod's spec asks for `demand`.
+    pub fn note_bound_demand(&mut self, uid: &str, demand: Option<PodDemand>) {
+        self.mix.set_bound(uid, demand);
+    }
+
+    /// Every pending pod's demand, after the pending watch re-lists.
+    pub fn replace_pending_demands(&mut self, pods: Vec<(String, PodDemand)>) {
+        self.mix.replace_pending(pods);
+    }
+
+    /// Every bound pod's demand, after the bound watch re-lists.
+    pub fn replace_bound_demands(&mut self, pods: Vec<(String, PodDemand)>) {
+        self.mix.replace_bound(pods);
+    }
+
+    /// Re-derives the typical pod mix from every pod that asks for GPUs now,
+    /// bound or pending (the fragmentation measure's view of the workload);
+    /// the built-in mix while there are none. Bound pods count by their
+    /// spec, or by what they hold where the spec could not be sized.
     pub fn refresh_typical(&mut self) {
-        let demands: Vec<PodDemand> = self.ledger.pods().map(|(_, a)| demand_of(a)).collect();
-        self.typical = if demands.is_empty() {
+        self.typical_stale = false;
+        self.mix.take_changed();
+        let mut demands: Vec<PodDemand> = Vec::new();
+        let mut held: HashSet<&str> = HashSet::new();
+        for (key, a) in self.ledger.pods() {
+            held.insert(key.uid.as_str());
+            demands.push(match self.mix.get(&key.uid) {
+                Some(d) => d.clone(),
+                None => demand_of(a),
+            });
+        }
+        for (uid, d) in self.mix.pending() {
+            if !held.contains(uid) {
+                demands.push(d.clone());
+            }
+        }
+        let typical = if demands.is_empty() {
             default_typical()
         } else {
             TypicalPods::from_workload(&demands, placement::TYPICAL_COVERAGE)
         };
-        self.rebuild_scorer();
+        self.typical_pods = demands.len();
+        if typical != self.typical {
+            self.typical = typical;
+            self.rebuild_scorer();
+        }
+    }
+
+    /// [`ClusterState::refresh_typical`] if any pod came, went or changed
+    /// since it last ran.
+    pub fn refresh_typical_if_changed(&mut self) -> bool {
+        let changed = self.mix.take_changed() || self.typical_stale;
+        if changed {
+            self.refresh_typical();
+        }
+        changed
+    }
+
+    /// How many pods the typical mix was derived from (0: the built-in mix).
+    pub fn typical_pod_count(&self) -> usize {
+        self.typical_pods
     }
 
     fn rebuild_scorer(&mut self) {
@@ -1177,6 +1247,45 @@ mod tests {
                 .is_empty()
         );
         a
+    }
+
+    #[test]
+    fn the_typical_mix_counts_pending_and_bound_pods_once_each() {
+        let mut s = state(&[("a", 8)]);
+        assert!(!s.refresh_typical_if_changed());
+        assert_eq!(s.typical_pod_count(), 0);
+        assert_eq!(s.typical(), &default_typical());
+        let twenty = needs(1, Some(20)).demand(1 << 30);
+        let whole = needs(2, None).demand(1 << 30);
+        s.replace_pending_demands(vec![("x".into(), twenty.clone())]);
+        s.note_pending_demand("y", Some(whole.clone()));
+        s.note_pending_demand("z", Some(whole.clone()));
+        assert!(s.refresh_typical_if_changed());
+        assert_eq!(s.typical_pod_count(), 3);
+        let mix = TypicalPods::from_workload(
+            &[twenty.clone(), whole.clone(), whole.clone()],
+            placement::TYPICAL_COVERAGE,
+        );
+        assert_eq!(s.typical(), &mix);
+        // x is bound: it counts once, by its spec, and the mix stays.
+        s.note_bound_demand("x", Some(twenty.clone()));
+        bind(&mut s, "a", "x", 1, Some(20));
+        assert!(s.refresh_typical_if_changed());
+        assert_eq!(s.typical_pod_count(), 3);
+        assert_eq!(s.typical(), &mix);
+        // A bound pod whose spec could not be sized counts by what it holds.
+        bind(&mut s, "a", "w", 1, Some(20));
+        assert!(s.refresh_typical_if_changed());
+        assert_eq!(s.typical_pod_count(), 4);
+        // Deleted pods leave the mix; with none left it is the built-in one.
+        for uid in ["x", "w"] {
+            s.remove_pod(&PodKey::new("ns", uid, uid));
+        }
+        s.note_pending_demand("y", None);
+        s.note_pending_demand("z", None);
+        assert!(s.refresh_typical_if_changed());
+        assert_eq!(s.typical_pod_count(), 0);
+        assert_eq!(s.typical(), &default_typical());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! - [`reservations`]: the per-node pending-bind annotation;
 //! - [`cluster_state`]: the ledger of every node and pod, filter and prioritize;
 //! - [`alike`]: keeping alike pods that await kubelet apart;
+//! - [`mix`]: the pods, pending and bound, the typical pod mix comes from;
 //! - [`bind`]: choosing GPUs and creating the Binding without double booking;
 //! - [`preemption`]: evicting lower-priority pods for a pod no GPU set fits;
 //! - [`watch`]: kube-rs watches feeding the state, and readiness;
@@ -24,6 +25,7 @@ pub mod demand;
 pub mod events;
 pub mod http;
 pub mod metrics;
+pub mod mix;
 pub mod preemption;
 pub mod requeue;
 pub mod reservations;

@@ -65,6 +65,8 @@ pub struct Metrics {
     pub gpu_memory_allocated: Family<NodeLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
     pub gpu_memory_free: Family<NodeLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
     pub fragmentation: Gauge<f64, AtomicU64>,
+    /// Pods (pending and bound) the typical pod mix was last derived from.
+    pub typical_mix_pods: Gauge,
     pub nodes: Gauge,
 }
 
@@ -165,6 +167,12 @@ impl Metrics {
             "Expected share of idle GPU capacity the typical pod mix cannot use",
             fragmentation.clone(),
         );
+        let typical_mix_pods = Gauge::default();
+        registry.register(
+            "typical_mix_pods",
+            "Pods, pending and bound, the typical pod mix of the fragmentation measure was derived from (0: the built-in mix)",
+            typical_mix_pods.clone(),
+        );
         let nodes = Gauge::default();
         registry.register("nodes", "Nodes with a valid GPU inventory", nodes.clone());
         Metrics {
@@ -184,6 +192,7 @@ impl Metrics {
             gpu_memory_allocated,
             gpu_memory_free,
             fragmentation,
+            typical_mix_pods,
             nodes,
         }
     }
@@ -253,6 +262,8 @@ impl Metrics {
                 .set(clamp(n.total_bytes.saturating_sub(n.allocated_bytes)));
         }
         self.fragmentation.set(state.fragmentation());
+        self.typical_mix_pods
+            .set(i64::try_from(state.typical_pod_count()).unwrap_or(i64::MAX));
         self.nodes
             .set(i64::try_from(state.node_count()).unwrap_or(i64::MAX));
         let mut out = String::new();

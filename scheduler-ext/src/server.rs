@@ -86,15 +86,6 @@ impl Extender {
         let state = Arc::new(RwLock::new(ClusterState::new(config.policy)));
         let metrics = Arc::new(Metrics::new());
         let readiness = Arc::new(Readiness::default());
-        let background = watch::spawn(
-            client.clone(),
-            Feeds {
-                state: state.clone(),
-                metrics: metrics.clone(),
-                readiness: readiness.clone(),
-                clock: clock.clone(),
-            },
-        );
         // Models outside the catalog: resolved in the background, so that
         // no verb waits on the Hub.
         let models: Arc<dyn model_source::ModelLookup> = match &config.hub {
@@ -107,6 +98,16 @@ impl Extender {
             },
             None => Arc::new(model_source::Offline),
         };
+        let background = watch::spawn(
+            client.clone(),
+            Feeds {
+                state: state.clone(),
+                metrics: metrics.clone(),
+                readiness: readiness.clone(),
+                clock: clock.clone(),
+                models: models.clone(),
+            },
+        );
         let binder = Binder::new(
             client.clone(),
             state.clone(),

@@ -1,7 +1,8 @@
 //! Feeds [`ClusterState`] from the Kubernetes API: a watch of every
-//! `GpuNodeInventory` and a watch of every bound pod. Nothing else is
+//! `GpuNodeInventory`, a watch of every bound pod and a watch of every
+//! pod waiting for a node (for the typical pod mix only). Nothing else is
 //! kept, so a restart rebuilds the same state from the initial lists;
-//! `/readyz` (and bind) wait for both lists.
+//! `/readyz` (and bind) wait for the inventories and the bound pods.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -17,6 +18,7 @@ use tokio::task::JoinHandle;
 
 use crate::bind::Clock;
 use crate::cluster_state::{ClusterState, Problem};
+use crate::demand::PodNeeds;
 use crate::metrics::{Metrics, ProblemLabels};
 use crate::translate::{Held, held, pod_key};
 
@@ -72,6 +74,8 @@ pub struct Feeds {
     pub metrics: Arc<Metrics>,
     pub readiness: Arc<Readiness>,
     pub clock: Clock,
+    /// Sizes model-annotated pods for the typical mix, as the filter does.
+    pub models: Arc<dyn model_source::ModelLookup>,
 }
 
 impl Feeds {
@@ -101,13 +105,27 @@ impl Feeds {
                 .inc();
         }
     }
+
+    /// The demand `p` counts with in the typical mix, read from its spec as
+    /// the filter reads it; `None` for pods that ask for nothing gpupack
+    /// places, cannot be sized (yet), or will never run.
+    fn mix_demand(&self, p: &Pod) -> Option<placement::PodDemand> {
+        let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+        if matches!(phase, Some("Succeeded" | "Failed")) || p.metadata.deletion_timestamp.is_some()
+        {
+            return None;
+        }
+        let needs = PodNeeds::from_pod_with(p, self.models.as_ref()).ok()?;
+        (!needs.is_empty()).then(|| needs.demand(proto::resources::DEFAULT_MEMORY_UNIT_BYTES))
+    }
 }
 
-/// Starts the two watches and the housekeeping timer.
+/// Starts the three watches and the housekeeping timer.
 pub fn spawn(client: Client, feeds: Feeds) -> Vec<JoinHandle<()>> {
     vec![
         tokio::spawn(watch_inventories(client.clone(), feeds.clone())),
-        tokio::spawn(watch_pods(client, feeds.clone())),
+        tokio::spawn(watch_pods(client.clone(), feeds.clone())),
+        tokio::spawn(watch_pending(client, feeds.clone())),
         tokio::spawn(housekeeping(feeds)),
     ]
 }
@@ -149,11 +167,18 @@ async fn watch_pods(client: Client, feeds: Feeds) {
     let config = watcher::Config::default().fields("spec.nodeName!=");
     let mut stream = watcher(api, config).default_backoff().boxed();
     let mut buffer = Vec::new();
+    let mut demands = Vec::new();
     while let Some(event) = stream.next().await {
         match event {
-            Ok(Event::Init) => buffer.clear(),
+            Ok(Event::Init) => {
+                buffer.clear();
+                demands.clear();
+            }
             Ok(Event::InitApply(p)) => {
                 if let (Some(key), Some(a)) = (pod_key(&p), assignment(&p)) {
+                    if let Some(d) = feeds.mix_demand(&p) {
+                        demands.push((key.uid.clone(), d));
+                    }
                     let mut state = feeds.write();
                     state.note_priority(&key, priority(&p));
                     state.note_admitted(&key.uid, proto::pod::is_admitted(&p));
@@ -162,15 +187,20 @@ async fn watch_pods(client: Client, feeds: Feeds) {
                 }
             }
             Ok(Event::InitDone) => {
-                let problems = feeds.write().replace_pods(std::mem::take(&mut buffer));
+                let mut state = feeds.write();
+                state.replace_bound_demands(std::mem::take(&mut demands));
+                let problems = state.replace_pods(std::mem::take(&mut buffer));
+                drop(state);
                 feeds.report(problems);
                 feeds.readiness.pods_listed();
                 tracing::info!("bound pods listed");
             }
             Ok(Event::Apply(p)) => {
                 if let Some(key) = pod_key(&p) {
-                    let mut state = feeds.write();
                     let held = assignment(&p);
+                    let demand = held.as_ref().and_then(|_| feeds.mix_demand(&p));
+                    let mut state = feeds.write();
+                    state.note_bound_demand(&key.uid, demand);
                     let admitted = held.is_some() && proto::pod::is_admitted(&p);
                     if held.is_some() {
                         state.note_priority(&key, priority(&p));
@@ -195,6 +225,45 @@ async fn watch_pods(client: Client, feeds: Feeds) {
     }
 }
 
+/// Pods waiting for a node: the arrivals the typical pod mix keeps room
+/// for. Only their demands are kept; what they hold comes from the bound
+/// watch.
+async fn watch_pending(client: Client, feeds: Feeds) {
+    let api: Api<Pod> = Api::all(client);
+    let config = watcher::Config::default().fields("spec.nodeName=");
+    let mut stream = watcher(api, config).default_backoff().boxed();
+    let mut buffer = Vec::new();
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(Event::Init) => buffer.clear(),
+            Ok(Event::InitApply(p)) => {
+                if let (Some(uid), Some(d)) = (p.metadata.uid.clone(), feeds.mix_demand(&p)) {
+                    buffer.push((uid, d));
+                }
+            }
+            Ok(Event::InitDone) => {
+                feeds
+                    .write()
+                    .replace_pending_demands(std::mem::take(&mut buffer));
+                tracing::info!("pending pods listed");
+            }
+            Ok(Event::Apply(p)) => {
+                if let Some(uid) = p.metadata.uid.as_deref() {
+                    let demand = feeds.mix_demand(&p);
+                    feeds.write().note_pending_demand(uid, demand);
+                }
+            }
+            // Bound (the bound watch takes it on) or deleted.
+            Ok(Event::Delete(p)) => {
+                if let Some(uid) = p.metadata.uid.as_deref() {
+                    feeds.write().note_pending_demand(uid, None);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "pending pod watch failed; retrying"),
+        }
+    }
+}
+
 /// The pod's priority, as admission resolved it from its PriorityClass.
 fn priority(p: &Pod) -> Option<i32> {
     p.spec.as_ref().and_then(|s| s.priority)
@@ -212,19 +281,16 @@ fn assignment(p: &Pod) -> Option<proto::assignment::PodAssignment> {
     }
 }
 
-/// Expires lapsed reservations every second and refreshes the typical pod
-/// mix every half minute.
+/// Expires lapsed reservations and, when pods came or went, re-derives the
+/// typical pod mix, every second: arrivals reach the measure within a
+/// second, however fast they come.
 async fn housekeeping(feeds: Feeds) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut n: u64 = 0;
     loop {
         tick.tick().await;
         let now = (feeds.clock)();
         let mut s = feeds.write();
         s.expire(now);
-        if n.is_multiple_of(30) {
-            s.refresh_typical();
-        }
-        n += 1;
+        s.refresh_typical_if_changed();
     }
 }
