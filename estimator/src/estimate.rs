@@ -5,7 +5,7 @@ use serde::Serialize;
 use crate::arch::Architecture;
 use crate::catalog::{self, ModelSpec};
 use crate::dtype::{DType, KvCacheDtype};
-use crate::engine::{Engine, EngineProfile};
+use crate::engine::{Engine, EngineProfile, EngineRelease, Logits};
 use crate::error::EstimateError;
 use crate::kv::{LayerSplit, kv_bytes_per_token_per_layer, kv_cache_bytes};
 use crate::quant::{Quantization, WeightFormat};
@@ -34,7 +34,8 @@ pub struct ServingParams {
     /// KV-cache budget in tokens, instead of `max_num_seqs`.
     pub kv_cache_tokens: Option<u64>,
     pub kv_cache_dtype: KvCacheDtype,
-    pub engine: Engine,
+    /// The engine, and its release where named.
+    pub engine: EngineRelease,
     /// Tokens per forward pass, which sets the activation peak; defaults to
     /// the engine's.
     pub max_num_batched_tokens: Option<u64>,
@@ -50,7 +51,7 @@ impl Default for ServingParams {
             max_num_seqs: None,
             kv_cache_tokens: None,
             kv_cache_dtype: KvCacheDtype::Auto,
-            engine: Engine::Vllm,
+            engine: EngineRelease::new(Engine::Vllm),
             max_num_batched_tokens: None,
         }
     }
@@ -141,7 +142,7 @@ pub struct Overhead {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Estimate {
     pub model: String,
-    pub engine: Engine,
+    pub engine: EngineRelease,
     pub dtype: DType,
     pub quantization: Quantization,
     pub kv_cache_dtype: KvCacheDtype,
@@ -211,42 +212,70 @@ pub fn check_tensor_parallel(arch: &Architecture, tp: u32) -> Result<(), Estimat
     Ok(())
 }
 
-/// Peak of the forward pass's temporaries for `tokens` tokens in one step.
+/// Peak of the profiling run's temporaries for `tokens` tokens in one step.
 ///
-/// Per token: residual, normed and attention activations (about 8 × hidden)
-/// plus the gate/up/act buffers of the MLP (3 × its per-rank width) in the
-/// compute dtype, plus FP32 logits for `max_num_seqs` sampled rows. Fitted to
-/// "PyTorch activation peak memory 1.26GiB" for Meta-Llama-3-8B at 8192
-/// batched tokens (<https://github.com/vllm-project/vllm/pull/10511>): the
-/// formula gives 1.28 GiB.
+/// The forward pass holds, per token, residual, normed and attention
+/// activations (about 8 × hidden) plus the gate/up/act buffers of the MLP
+/// (3 × its per-rank width) in the compute dtype. Fitted to "PyTorch
+/// activation peak memory 1.26GiB" for Meta-Llama-3-8B at 8192 batched
+/// tokens under vLLM V0 (<https://github.com/vllm-project/vllm/pull/10511>):
+/// the formula with FP32 logits for the sampled rows gives 1.28 GiB.
+///
+/// Engines that compute logits for the whole batch while profiling (vLLM
+/// V1) peak at the larger of the forward pass and those logits, plus the
+/// fused-MoE kernels' intermediate buffers (`tokens × top-k × (2 × expert
+/// width + hidden)`), which stay allocated: vLLM 0.19 measured Qwen3-30B-A3B
+/// at 2.68 GiB and DeepSeek-V2-Lite at 1.93 GiB against 2.32 and 1.56 GiB of
+/// logits alone (sources at [`crate::engine::VLLM_V1`]); the buffer term
+/// gives 2.76 and 2.01 GiB.
 fn activation_bytes(
     arch: &Architecture,
     dtype: DType,
     tp: u64,
     tokens: u64,
     max_num_seqs: u64,
+    logits: Logits,
 ) -> Option<u64> {
-    let mlp_width = match arch.moe {
-        Some(m) => {
-            u64::from(m.experts_per_token) * m.expert_intermediate_size.div_ceil(tp)
-                + m.shared_intermediate_size.div_ceil(tp)
+    let forward = |mlp_width: u64| -> Option<u64> {
+        (dtype.bytes() * (8 * arch.hidden_size + 3 * mlp_width)).checked_mul(tokens)
+    };
+    match logits {
+        Logits::SampledRows => {
+            let mlp_width = match arch.moe {
+                Some(m) => {
+                    u64::from(m.experts_per_token) * m.expert_intermediate_size.div_ceil(tp)
+                        + m.shared_intermediate_size.div_ceil(tp)
+                }
+                None => arch.intermediate_size.div_ceil(tp),
+            }
+            .max(arch.intermediate_size.div_ceil(tp));
+            let logits = max_num_seqs.checked_mul(arch.vocab_size)?.checked_mul(4)?;
+            forward(mlp_width)?.checked_add(logits)
         }
-        None => arch.intermediate_size.div_ceil(tp),
+        Logits::BatchBytesPerEntry(bytes) => {
+            let logits = tokens.checked_mul(arch.vocab_size)?.checked_mul(bytes)?;
+            let dense = forward(arch.intermediate_size.div_ceil(tp))?;
+            let moe = match arch.moe {
+                Some(m) => tokens
+                    .checked_mul(u64::from(m.experts_per_token))?
+                    .checked_mul(2 * m.expert_intermediate_size.div_ceil(tp) + arch.hidden_size)?
+                    .checked_mul(dtype.bytes())?,
+                None => 0,
+            };
+            dense.max(logits).checked_add(moe)
+        }
     }
-    .max(arch.intermediate_size.div_ceil(tp));
-    let per_token = dtype.bytes() * (8 * arch.hidden_size + 3 * mlp_width);
-    let logits = max_num_seqs.checked_mul(arch.vocab_size)?.checked_mul(4)?;
-    per_token.checked_mul(tokens)?.checked_add(logits)
 }
 
 fn overhead(arch: &Architecture, tp: u32, profile: &EngineProfile) -> Overhead {
     Overhead {
         runtime_bytes: profile.runtime_bytes,
         collective_bytes: if tp >= 2 { profile.collective_bytes } else { 0 },
-        cuda_graph_bytes: u64::from(arch.num_layers)
+        cuda_graph_bytes: (u64::from(arch.num_layers)
             * arch.hidden_size
             * profile.cuda_graph_bytes_per_layer_hidden
-            / u64::from(tp.max(1)),
+            / u64::from(tp.max(1)))
+        .max(profile.cuda_graph_floor_bytes),
     }
 }
 
@@ -321,11 +350,10 @@ pub fn estimate(model: &ModelSpec, params: &ServingParams) -> Result<Estimate, E
         .max_num_seqs
         .unwrap_or(profile.default_max_num_seqs)
         .min(MAX_SAMPLED_ROWS);
-    let activation = activation_bytes(arch, dtype, u64::from(tp), batched, seqs).ok_or(
-        EstimateError::Overflow {
+    let activation = activation_bytes(arch, dtype, u64::from(tp), batched, seqs, profile.logits)
+        .ok_or(EstimateError::Overflow {
             what: "activation bytes",
-        },
-    )?;
+        })?;
     let overhead_detail = overhead(arch, tp, profile);
     let overhead_bytes = overhead_detail.runtime_bytes
         + overhead_detail.collective_bytes
@@ -502,7 +530,7 @@ mod tests {
             })
             .unwrap();
         assert_eq!(ok.dtype, Some(DType::Bfloat16));
-        assert_eq!(ok.engine, Engine::Sglang);
+        assert_eq!(ok.engine, EngineRelease::new(Engine::Sglang));
         let e = base
             .with_text(&ServingText {
                 kv_cache_dtype: Some("fp7"),

@@ -194,7 +194,7 @@ fn engine_flags(
         .then(|| e.quantization.vllm_name())
         .flatten();
     let seqs = params.max_num_seqs;
-    match e.engine {
+    match e.engine.engine {
         Engine::Vllm => {
             common.push(format!("--tensor-parallel-size {}", e.tensor_parallel_size));
             common.push(format!("--max-model-len {}", e.max_model_len));

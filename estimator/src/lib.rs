@@ -39,7 +39,7 @@ pub use arch::{Architecture, AttentionKind, Mla, MlpKind, Moe, SlidingWindow};
 pub use catalog::{CATALOG, CatalogEntry, ModelSpec, lookup};
 pub use checkpoint::{CheckpointWeights, DtypeTally, quantization_named_in};
 pub use dtype::{DType, KvCacheDtype};
-pub use engine::Engine;
+pub use engine::{Engine, EngineRelease, Version};
 pub use error::{EstimateError, ParseError};
 pub use estimate::{
     Estimate, Overhead, PerGpu, ServingField, ServingParams, ServingText, ServingTextError,

@@ -181,7 +181,7 @@ fn sliding_window_gemma2_mistral_gpt_oss() {
     );
     // TGI caches full length on every layer.
     let tgi = ServingParams {
-        engine: Engine::Tgi,
+        engine: Engine::Tgi.into(),
         ..params(2, 131_072)
     };
     let e = estimate_catalog_model("openai/gpt-oss-20b", &tgi).unwrap();
@@ -299,7 +299,7 @@ fn fit_finds_gpus_needed_and_flags() {
             .any(|f| f.starts_with("--kv-cache-memory-bytes "))
     );
     let sg = ServingParams {
-        engine: Engine::Sglang,
+        engine: Engine::Sglang.into(),
         ..p
     };
     let f = estimator::fit(&spec, &sg, h100.memory_bytes).unwrap();

@@ -78,7 +78,8 @@ pub struct Args {
     #[arg(long, default_value = "auto")]
     pub kv_cache_dtype: String,
 
-    /// Serving engine (vllm, sglang, tgi).
+    /// Serving engine (vllm, sglang, tgi), optionally with its release
+    /// (vllm@0.19); without one, the largest figures of vLLM's V1 releases.
     #[arg(long, default_value = "vllm")]
     pub engine: String,
 

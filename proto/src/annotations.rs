@@ -14,7 +14,7 @@
 //!     gpupack.io/max-model-len: "8192"
 //!     gpupack.io/max-num-seqs: "16"
 //!     gpupack.io/kv-cache-dtype: fp8
-//!     gpupack.io/engine: vllm
+//!     gpupack.io/engine: vllm@0.19
 //! ```
 //!
 //! ```
@@ -53,7 +53,9 @@ pub const MAX_NUM_SEQS: &str = "gpupack.io/max-num-seqs";
 pub const KV_CACHE_TOKENS: &str = "gpupack.io/kv-cache-tokens";
 /// KV-cache dtype (`auto`, `fp8`, ...).
 pub const KV_CACHE_DTYPE: &str = "gpupack.io/kv-cache-dtype";
-/// Serving engine (`vllm`, `sglang`, `tgi`).
+/// Serving engine (`vllm`, `sglang`, `tgi`), optionally with its release
+/// (`vllm@0.19`): vLLM's runtime memory differs by release, and without one
+/// the largest figure of its V1 releases is assumed.
 pub const ENGINE: &str = "gpupack.io/engine";
 /// Which container runs the server, when the pod has several using GPUs.
 pub const CONTAINER: &str = "gpupack.io/container";

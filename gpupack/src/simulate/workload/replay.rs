@@ -392,8 +392,8 @@ mod tests {
     use crate::simulate::workload::{GIB, parse};
 
     /// One node of 4 L40S (44.42 GiB) and one Llama 3.1 8B deployment of
-    /// 27 GiB per pod: one pod per GPU, and the 17.4 GiB left on a GPU next
-    /// to one is too little for another.
+    /// about 30 GiB per pod: one pod per GPU, and the memory left on a GPU
+    /// next to one is too little for another.
     fn l40s(replicas: u32, node_cpus: &str, pod_cpus: &str) -> Workload {
         parse(
             "t.yaml",
@@ -413,20 +413,20 @@ mod tests {
     #[test]
     fn memory_left_beside_a_pod_too_small_for_another_is_stranded() {
         let w = l40s(6, "", "");
-        let d = &w.deployments[0];
-        assert_eq!(d.request_bytes, 27 * GIB);
+        let req = w.deployments[0].request_bytes;
         let gpu = w.fleet.kinds[0].gpu_memory_bytes;
+        assert!(req < gpu && 2 * req > gpu && req.is_multiple_of(GIB), "{req}");
         for policy in Policy::ALL {
             let r = run(&w, policy);
             assert_eq!((r.placed, r.pods), (4, 6), "{policy}");
             assert_eq!(r.failed_by_reason.get(reason::GPUS), Some(&2), "{policy}");
             assert_eq!(r.gpus_used, 4);
-            assert_eq!(r.allocated_bytes, 4 * 27 * GIB);
-            assert_eq!(r.free_bytes, 4 * (gpu - 27 * GIB));
+            assert_eq!(r.allocated_bytes, 4 * req);
+            assert_eq!(r.free_bytes, 4 * (gpu - req));
             assert_eq!(r.stranded_bytes, r.free_bytes, "{policy}");
             assert_eq!(
                 r.curve.last().copied().unwrap(),
-                100.0 * (4 * 27 * GIB) as f64 / (4 * gpu) as f64
+                100.0 * (4 * req) as f64 / (4 * gpu) as f64
             );
         }
     }
@@ -434,12 +434,13 @@ mod tests {
     #[test]
     fn empty_gpus_are_free_but_not_stranded() {
         let w = l40s(2, "", "");
+        let req = w.deployments[0].request_bytes;
         let gpu = w.fleet.kinds[0].gpu_memory_bytes;
         let r = run(&w, Policy::FirstFit);
         assert_eq!(r.placed, 2);
         assert!(r.failed_by_reason.is_empty());
-        assert_eq!(r.free_bytes, 2 * gpu + 2 * (gpu - 27 * GIB));
-        assert_eq!(r.stranded_bytes, 2 * (gpu - 27 * GIB));
+        assert_eq!(r.free_bytes, 2 * gpu + 2 * (gpu - req));
+        assert_eq!(r.stranded_bytes, 2 * (gpu - req));
         assert!(r.curve.windows(2).all(|w| w[0] <= w[1]));
     }
 
