@@ -60,6 +60,9 @@ pub struct LocalOptions {
     /// to 10 s) rather than with the shortened test backoffs, so that
     /// timings compare with a real cluster's.
     pub kube_scheduler_backoff: bool,
+    /// The Hugging Face Hub the extenders read models outside the catalog
+    /// from (`HF_ENDPOINT`); `None`: none, they are refused.
+    pub hub_endpoint: Option<String>,
 }
 
 impl LocalOptions {
@@ -69,6 +72,7 @@ impl LocalOptions {
             extenders: 1,
             seed: 7,
             kube_scheduler_backoff: false,
+            hub_endpoint: None,
         }
     }
 }
@@ -93,6 +97,7 @@ pub struct LocalCluster {
     pub client: kube::Client,
     programs: Programs,
     driver_options: DriverOptions,
+    hub_endpoint: Option<String>,
     tmp: tempfile::TempDir,
 }
 
@@ -196,6 +201,7 @@ impl LocalCluster {
             client,
             programs,
             driver_options,
+            hub_endpoint: options.hub_endpoint.clone(),
             tmp,
         };
         for i in 0..options.extenders.max(1) {
@@ -236,12 +242,17 @@ impl LocalCluster {
             "--reservation-ttl-seconds".into(),
             "10".into(),
         ];
+        let mut env = vec![("KUBECONFIG", kubeconfig.display().to_string())];
+        match &self.hub_endpoint {
+            Some(endpoint) => env.push(("HF_ENDPOINT", endpoint.clone())),
+            None => env.push(("HF_HUB_OFFLINE", "1".into())),
+        }
         let process = Process::spawn(
             &self.programs,
             multicall::SCHEDULER_EXT,
             &format!("scheduler-ext {i}"),
             &args,
-            &[("KUBECONFIG", kubeconfig.display().to_string())],
+            &env,
             &self.tmp.path().join(format!("scheduler-ext-{i}.log")),
         )?;
         let timeout = Duration::from_secs_f64(crate::manifests::duration(

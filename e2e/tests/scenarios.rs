@@ -872,6 +872,90 @@ async fn api_conflicts_and_latency_converge() {
 
 /// The cluster target: the LLM mix against a real cluster (`E2E_TARGET=cluster`
 /// and `KUBECONFIG`, e.g. after `daemonset/kind/run.sh`). Skipped otherwise.
+/// A model outside the catalog, a fine-tune on the Hub: the extender sizes
+/// it from the model's own config and safetensors headers (read from a
+/// stand-in of the Hub's file API through `HF_ENDPOINT`), answering the
+/// filter at once while the files are fetched, and the pod lands with the
+/// memory those files call for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_outside_the_catalog_is_sized_from_the_hub_and_lands() {
+    use hub_standin::checkpoint::{Scheme, llama_tensors};
+    use hub_standin::{HubStandin, Repo, checkpoint_files};
+    use proto::annotations;
+
+    const MODEL: &str = "NousResearch/Hermes-3-Llama-3.1-8B";
+    let _serial = ONE_AT_A_TIME.lock().await;
+    // The fixture shared with model-source's tests (its attribution is in
+    // that folder's README).
+    let config = include_str!(
+        "../../model-source/tests/fixtures/hub/NousResearch/Hermes-3-Llama-3.1-8B/config.json"
+    );
+    let tensors = llama_tensors(&serde_json::from_str(config).unwrap(), Scheme::Bf16);
+    let repo = Repo::default()
+        .file("config.json", config)
+        .files(checkpoint_files(&tensors, 4));
+    let hub = HubStandin::start(BTreeMap::from([(MODEL.to_string(), repo)]))
+        .await
+        .unwrap();
+    assert!(
+        estimator::lookup(MODEL).is_err(),
+        "{MODEL} must be outside the catalog"
+    );
+
+    let mut options = LocalOptions::new(vec![NodeSpec::new("h100-a", spec::H100_NVSWITCH)]);
+    options.hub_endpoint = Some(hub.endpoint());
+    let cluster = LocalCluster::start(programs(), options).await.unwrap();
+    let pod =
+        PodBuilder::model("hermes", MODEL, 1, 8192).annotation(annotations::ENGINE, "vllm@0.19");
+    cluster.submit(std::slice::from_ref(&pod)).await.unwrap();
+    let view = cluster
+        .wait_for(
+            "the fine-tune running",
+            Duration::from_secs(60),
+            running(&names(std::slice::from_ref(&pod))),
+        )
+        .await
+        .unwrap();
+    assert_clean(&view);
+    assert!(hub.requests() > 0, "the extender never read the Hub");
+
+    // The estimate of the same files, made here without the extender.
+    let source = model_source::Hub::new(model_source::HubSettings {
+        endpoint: hub.endpoint(),
+        token: None,
+        revision: "main".into(),
+        timeout: Duration::from_secs(5),
+    })
+    .unwrap();
+    let model = model_source::resolve(&source.repo(MODEL).unwrap(), MODEL)
+        .await
+        .unwrap();
+    let e = estimator::estimate(
+        &model,
+        &estimator::ServingParams {
+            max_model_len: Some(8192),
+            max_num_seqs: Some(16),
+            engine: "vllm@0.19".parse().unwrap(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let gib = proto::resources::DEFAULT_MEMORY_UNIT_BYTES;
+    let expected = e.per_gpu.total_bytes.div_ceil(gib) * gib;
+    let a = ClusterView::assignment(view.pod("hermes").unwrap()).unwrap();
+    let held: Vec<u64> = a.containers[0]
+        .gpus
+        .iter()
+        .map(|g| g.memory_bytes)
+        .collect();
+    assert_eq!(
+        held,
+        vec![expected],
+        "the pod holds {held:?}; its files call for {} GiB",
+        expected / gib
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_target_llm_mix() {
     if !e2e::cluster::selected() {

@@ -129,8 +129,8 @@ impl ModelAnnotations {
         }
         let m = ModelAnnotations {
             model: model.to_string(),
-            dtype: token(annotations, DTYPE)?,
-            quantization: token(annotations, QUANTIZATION)?,
+            dtype: token(annotations, DTYPE, b"")?,
+            quantization: token(annotations, QUANTIZATION, b"")?,
             tensor_parallel_size: number(
                 annotations,
                 TENSOR_PARALLEL_SIZE,
@@ -141,9 +141,10 @@ impl ModelAnnotations {
             max_model_len: number(annotations, MAX_MODEL_LEN, 1, MAX_MODEL_LEN_LIMIT)?,
             max_num_seqs: number(annotations, MAX_NUM_SEQS, 1, 1 << 20)?,
             kv_cache_tokens: number(annotations, KV_CACHE_TOKENS, 1, 1 << 40)?,
-            kv_cache_dtype: token(annotations, KV_CACHE_DTYPE)?,
-            engine: token(annotations, ENGINE)?,
-            container: token(annotations, CONTAINER)?,
+            kv_cache_dtype: token(annotations, KV_CACHE_DTYPE, b"")?,
+            // A release may follow the engine: `vllm@0.8.3.dev172+g2b93162f`.
+            engine: token(annotations, ENGINE, b"@+")?,
+            container: token(annotations, CONTAINER, b"")?,
         };
         if m.max_num_seqs.is_some() && m.kv_cache_tokens.is_some() {
             return Err(FormatError::invalid(
@@ -180,21 +181,31 @@ impl ModelAnnotations {
     }
 }
 
-/// A short lowercase-insensitive word such as a dtype or engine name.
-fn token(annotations: &BTreeMap<String, String>, key: &str) -> Result<Option<String>, FormatError> {
+/// A short lowercase-insensitive word such as a dtype or engine name, of
+/// letters, digits, `-`, `_`, `.` and the bytes of `extra`.
+fn token(
+    annotations: &BTreeMap<String, String>,
+    key: &str,
+    extra: &[u8],
+) -> Result<Option<String>, FormatError> {
     let Some(v) = annotations.get(key).map(|v| v.trim()) else {
         return Ok(None);
     };
     let ok = !v.is_empty()
         && v.len() <= 63
-        && v.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'));
+        && v.bytes().all(|c| {
+            c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.') || extra.contains(&c)
+        });
     if !ok {
+        let extra: String = extra
+            .iter()
+            .map(|c| format!(", '{}'", *c as char))
+            .collect();
         return Err(FormatError::invalid(
             DOC,
             key,
             format!(
-                "{:?} must be 1-63 letters, digits, '-', '_' or '.'",
+                "{:?} must be 1-63 of: letters, digits, '-', '_', '.'{extra}",
                 crate::clip::clip(v).to_string()
             ),
         ));
@@ -254,6 +265,20 @@ mod tests {
         let err =
             ModelAnnotations::from_annotations(&ann(&[(TENSOR_PARALLEL_SIZE, "2")])).unwrap_err();
         assert!(err.to_string().contains(TENSOR_PARALLEL_SIZE), "{err}");
+    }
+
+    #[test]
+    fn an_engine_may_name_its_release() {
+        let m = ModelAnnotations::from_annotations(&ann(&[
+            (MODEL, "m"),
+            (ENGINE, "vllm@0.8.3.dev172+g2b93162f"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(m.engine.as_deref(), Some("vllm@0.8.3.dev172+g2b93162f"));
+        let err = ModelAnnotations::from_annotations(&ann(&[(MODEL, "m"), (DTYPE, "bf16@1")]))
+            .unwrap_err();
+        assert!(err.to_string().contains(DTYPE), "{err}");
     }
 
     #[test]

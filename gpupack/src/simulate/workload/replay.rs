@@ -415,7 +415,10 @@ mod tests {
         let w = l40s(6, "", "");
         let req = w.deployments[0].request_bytes;
         let gpu = w.fleet.kinds[0].gpu_memory_bytes;
-        assert!(req < gpu && 2 * req > gpu && req.is_multiple_of(GIB), "{req}");
+        assert!(
+            req < gpu && 2 * req > gpu && req.is_multiple_of(GIB),
+            "{req}"
+        );
         for policy in Policy::ALL {
             let r = run(&w, policy);
             assert_eq!((r.placed, r.pods), (4, 6), "{policy}");
