@@ -6,7 +6,10 @@
 
 use serde::Serialize;
 
-use crate::arch::{Architecture, AttentionKind, Mla, MlpKind, Moe, SlidingWindow};
+use crate::arch::{
+    Architecture, AttentionKind, LLAVA_NEXT_DEFAULT_PINPOINTS, Mla, MlpKind, Moe, SlidingWindow,
+    VisionEncoder,
+};
 use crate::checkpoint::CheckpointWeights;
 use crate::dtype::DType;
 use crate::error::EstimateError;
@@ -100,6 +103,43 @@ const fn window(mut a: Architecture, window: u64, windowed_layers: u32) -> Archi
     a
 }
 
+const fn vision(mut a: Architecture, tower: VisionEncoder) -> Architecture {
+    a.vision = Some(tower);
+    a
+}
+
+/// LLaVA-v1.6-Mistral-7B: Mistral-7B-Instruct-v0.2 (vocabulary 32064, no
+/// window) and CLIP ViT-L/14-336, of which vLLM builds the 23 layers up to
+/// `vision_feature_layer` -2, with LLaVA-NeXT's default grid pinpoints.
+const fn llava_v16_mistral_7b() -> Architecture {
+    vision(
+        dense(32, 4096, 32, 8, 128, 14336, 32064, 32768),
+        VisionEncoder::llava(
+            true,
+            24,
+            23,
+            1024,
+            4096,
+            336,
+            14,
+            1024,
+            4096,
+            true,
+            Some(LLAVA_NEXT_DEFAULT_PINPOINTS),
+        ),
+    )
+}
+
+/// Mistral Small 3.1 and 3.2 (24B): a Mistral text model and the Pixtral
+/// encoder (24 layers, 1024 wide, 1540-pixel images in 14-pixel patches,
+/// 2×2 patch merger, unbiased projector).
+const fn mistral_small_3_24b() -> Architecture {
+    vision(
+        dense(40, 5120, 32, 8, 128, 32768, 131072, 131072),
+        VisionEncoder::pixtral(24, 1024, 4096, 1540, 14, 2, 5120, false),
+    )
+}
+
 const fn gemma2(a: Architecture) -> Architecture {
     let mut a = tied(a);
     a.norms_per_layer = 4;
@@ -162,6 +202,7 @@ const GENZ: &str = "github:abhibambhaniya/GenZ-LLM-Analyzer@091bdd0";
 const MLC: &str = "github:mlc-ai/mlc-llm@79d603f:python/mlc_llm/model/model_preset.py";
 const AIC: &str =
     "github:ai-dynamo/aiconfigurator@095f58a:aic-core/src/aiconfigurator_core/model_configs";
+const TRTLLM: &str = "github:NVIDIA/TensorRT-LLM:tests/unittest/_torch/modeling";
 
 macro_rules! entry {
     ($name:expr, $hf:expr, $arch:expr, $source:expr) => {
@@ -264,6 +305,26 @@ pub static CATALOG: &[CatalogEntry] = &[
         "mistralai/Mistral-7B-v0.3",
         dense(32, 4096, 32, 8, 128, 14336, 32768, 32768),
         "mlc mistral_7b_v03 (verbatim HF config.json): vocab 32768, sliding_window null"
+    ),
+    entry!(
+        "LLaVA-v1.6-Mistral-7B",
+        "llava-hf/llava-v1.6-mistral-7b-hf",
+        llava_v16_mistral_7b(),
+        DType::Float16,
+        NONE,
+        "llava-hf/llava-v1.6-mistral-7b-hf config.json via TensorRT-LLM test_modeling_llava_next.py (24 CLIP layers)"
+    ),
+    entry!(
+        "Mistral-Small-3.1-24B",
+        "mistralai/Mistral-Small-3.1-24B-Instruct-2503",
+        mistral_small_3_24b(),
+        "mistralai/Mistral-Small-3.1-24B-Instruct-2503 config.json via TensorRT-LLM test_modeling_mistral.py (40 text layers)"
+    ),
+    entry!(
+        "Mistral-Small-3.2-24B",
+        "mistralai/Mistral-Small-3.2-24B-Instruct-2506",
+        mistral_small_3_24b(),
+        "HF mistralai/Mistral-Small-3.2-24B-Instruct-2506 config.json: same architecture as 3.1"
     ),
     entry!(
         "Mixtral-8x7B",
@@ -458,7 +519,7 @@ pub static CATALOG: &[CatalogEntry] = &[
 ];
 
 /// Where the entries were transcribed from, for attribution.
-pub const SOURCES: &[&str] = &[GENZ, MLC, AIC];
+pub const SOURCES: &[&str] = &[GENZ, MLC, AIC, TRTLLM];
 
 /// Lower-case, drop the organisation and the words that name a fine-tune or
 /// a packaging rather than an architecture.

@@ -267,6 +267,45 @@ fn activation_bytes(
     }
 }
 
+/// What a multimodal model's profiling run adds to the decoder's peak.
+///
+/// vLLM V1's `profile_run` (`vllm/v1/worker/gpu_model_runner.py`,
+/// <https://github.com/vllm-project/vllm/blob/000fc94b754f66aeb60ef5acf1ea2e94cdc65164/vllm/v1/worker/gpu_model_runner.py>)
+/// first runs the encoder on a batch of the largest image the processor
+/// accepts, as many as the encoder budget holds (`MultiModalBudget.get_max_items`:
+/// `max(max_num_batched_tokens, image tokens) // image tokens`, at least
+/// one), keeps the outputs in its encoder cache, and only then profiles the
+/// decoder, clearing the cache afterwards. Its peak is therefore the larger
+/// of the encoder's run and the decoder's, plus the cache; both peaks are
+/// summed with the cache here, which rounds up.
+///
+/// The encoder's temporaries per patch follow the decoder's (8 × hidden +
+/// 3 × MLP width, in the compute dtype) over every patch of the batch;
+/// the cache holds each image's language-model tokens at the text width.
+/// Returns (encoder run, encoder cache), both 0 for a text-only model.
+fn encoder_profile_bytes(
+    arch: &Architecture,
+    dtype: DType,
+    batched_tokens: u64,
+) -> Option<(u64, u64)> {
+    let Some(v) = arch.vision else {
+        return Some((0, 0));
+    };
+    let tokens = v.max_image_tokens.max(1);
+    let images = (batched_tokens / tokens).max(1);
+    let per_patch = dtype
+        .bytes()
+        .checked_mul(8 * v.hidden_size + 3 * v.intermediate_size)?;
+    let run = images
+        .checked_mul(v.max_image_patches)?
+        .checked_mul(per_patch)?;
+    let cache = images
+        .checked_mul(tokens)?
+        .checked_mul(arch.hidden_size)?
+        .checked_mul(dtype.bytes())?;
+    Some((run, cache))
+}
+
 fn overhead(arch: &Architecture, tp: u32, profile: &EngineProfile) -> Overhead {
     Overhead {
         runtime_bytes: profile.runtime_bytes,
@@ -351,6 +390,10 @@ pub fn estimate(model: &ModelSpec, params: &ServingParams) -> Result<Estimate, E
         .unwrap_or(profile.default_max_num_seqs)
         .min(MAX_SAMPLED_ROWS);
     let activation = activation_bytes(arch, dtype, u64::from(tp), batched, seqs, profile.logits)
+        .and_then(|decoder| {
+            let (encoder_run, encoder_cache) = encoder_profile_bytes(arch, dtype, batched)?;
+            decoder.checked_add(encoder_run)?.checked_add(encoder_cache)
+        })
         .ok_or(EstimateError::Overflow {
             what: "activation bytes",
         })?;
@@ -394,7 +437,12 @@ pub fn estimate(model: &ModelSpec, params: &ServingParams) -> Result<Estimate, E
 /// One rank's weights with the architecture's parameter split but the
 /// checkpoint's real bytes: each part scaled by stored ÷ computed for the
 /// whole model, so replicated and sharded parts keep their proportions.
-/// The RoPE cache is not in the checkpoint and stays as computed.
+/// The RoPE cache is not in the checkpoint and stays as computed. A
+/// multimodal checkpoint stores its vision tower, and the computed whole
+/// counts it too, so a 16-bit tower next to a quantized language model
+/// neither inflates nor shrinks the rest; tower layers the engine drops
+/// (LLaVA's beyond `vision_feature_layer`) are stored but not computed,
+/// which rounds the scale up by their share.
 fn scale_to_checkpoint(
     rank: &WeightBreakdown,
     whole: &WeightBreakdown,
@@ -416,6 +464,7 @@ fn scale_to_checkpoint(
         experts: scale(rank.experts),
         small: scale(rank.small),
         rotary_cache: rank.rotary_cache,
+        vision: scale(rank.vision),
     }
 }
 
@@ -516,6 +565,70 @@ mod tests {
             ..params
         };
         assert_eq!(estimate(&spec, &fp8).unwrap().checkpoint_bytes, None);
+    }
+
+    #[test]
+    fn stored_bytes_that_include_the_vision_tower_leave_the_split_as_computed() {
+        let mut spec = catalog::lookup("Mistral-Small-3.2-24B").unwrap().spec();
+        let params = ServingParams {
+            tensor_parallel_size: 2,
+            max_model_len: Some(4096),
+            ..ServingParams::default()
+        };
+        let computed = estimate(&spec, &params).unwrap();
+        let whole = weights_per_rank(
+            &spec.arch,
+            spec.dtype,
+            &spec.weights,
+            1,
+            params.engine.profile(),
+        );
+        // Every rank holds the whole tower.
+        assert_eq!(computed.weights_detail.vision, whole.vision);
+        assert!(whole.vision > 0);
+        // A checkpoint storing exactly the language model and the tower.
+        let stored = whole.total() - whole.rotary_cache;
+        let mut c = crate::CheckpointWeights::default();
+        c.by_dtype.insert(
+            "BF16".into(),
+            crate::DtypeTally {
+                tensors: 1,
+                elements: stored / 2,
+                bytes: stored,
+            },
+        );
+        spec.checkpoint = Some(c);
+        let measured = estimate(&spec, &params).unwrap();
+        assert_eq!(measured.checkpoint_bytes, Some(stored));
+        assert_eq!(measured.weights_detail, computed.weights_detail);
+    }
+
+    #[test]
+    fn a_vision_tower_adds_its_profiling_run_and_encoder_cache() {
+        let multimodal = catalog::lookup("Mistral-Small-3.2-24B").unwrap().spec();
+        let mut text_only = multimodal.clone();
+        text_only.arch.vision = None;
+        let params = ServingParams {
+            max_model_len: Some(4096),
+            engine: "vllm@0.19".parse().unwrap(),
+            ..ServingParams::default()
+        };
+        let with = estimate(&multimodal, &params).unwrap();
+        let without = estimate(&text_only, &params).unwrap();
+        assert_eq!(without.weights_detail.vision, 0);
+        // 8192 batched tokens hold two 3080-token images: 2 × 12100 Pixtral
+        // patches of (8 × 1024 + 3 × 4096) × 2 bytes, and 2 × 3080 cached
+        // tokens at the text width 5120.
+        let run = 2 * 12_100 * (8 * 1024 + 3 * 4096) * 2;
+        let cache = 2 * 3080 * 5120 * 2;
+        assert_eq!(
+            with.per_gpu.activation_bytes - without.per_gpu.activation_bytes,
+            run + cache
+        );
+        assert_eq!(
+            with.per_gpu.kv_cache_bytes_per_token,
+            without.per_gpu.kv_cache_bytes_per_token
+        );
     }
 
     #[test]

@@ -35,7 +35,9 @@ pub mod kv;
 pub mod quant;
 pub mod weights;
 
-pub use arch::{Architecture, AttentionKind, Mla, MlpKind, Moe, SlidingWindow};
+pub use arch::{
+    Architecture, AttentionKind, Mla, MlpKind, Moe, SlidingWindow, VisionEncoder, VisionProjector,
+};
 pub use catalog::{CATALOG, CatalogEntry, ModelSpec, lookup};
 pub use checkpoint::{CheckpointWeights, DtypeTally, quantization_named_in};
 pub use dtype::{DType, KvCacheDtype};

@@ -6,6 +6,7 @@
 //! columns, O and down by input rows, embeddings and LM head by vocabulary rows
 //! padded to a multiple of 64. K/V heads are replicated when TP exceeds them.
 //! Norms, routers and MLA's low-rank down-projections are replicated.
+//! A vision tower is counted whole on every rank (see [`crate::arch::VisionEncoder`]).
 
 use serde::Serialize;
 
@@ -26,6 +27,9 @@ pub struct WeightBreakdown {
     pub small: u64,
     /// RoPE cos/sin cache the engines keep next to the weights.
     pub rotary_cache: u64,
+    /// A multimodal model's vision encoder and projector: in the compute
+    /// dtype whatever the quantization, whole on every rank.
+    pub vision: u64,
 }
 
 impl WeightBreakdown {
@@ -37,6 +41,7 @@ impl WeightBreakdown {
             + self.experts
             + self.small
             + self.rotary_cache
+            + self.vision
     }
 }
 
@@ -180,5 +185,6 @@ pub fn weights_per_rank(
         } else {
             0
         },
+        vision: arch.vision.map_or(0, |v| v.params() * model),
     }
 }
