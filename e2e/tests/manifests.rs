@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 
 use e2e::manifests::{self, FileSource, Object, Render, daemonset_dir};
@@ -584,6 +584,56 @@ fn kustomize_directories_are_rendered_from_the_chart() {
     }
 }
 
+/// The Hub settings reach the extender: a mirror as HF_ENDPOINT, the token
+/// from its Secret (never as a literal value), offline mode, the timeout.
+#[test]
+fn hub_settings_reach_the_extender_with_the_token_from_its_secret() {
+    let Some(helm) = manifests::helm_for_tests().unwrap() else {
+        return;
+    };
+    let text = manifests::helm_template(
+        &helm,
+        &[],
+        &[
+            "scheduler.extender.huggingFace.endpoint=https://hf-mirror.internal",
+            "scheduler.extender.huggingFace.tokenSecret.name=hf-token",
+            "scheduler.extender.huggingFace.offline=true",
+            "scheduler.extender.huggingFace.timeoutMs=2500",
+        ],
+    )
+    .unwrap();
+    let objects = manifests::parse_documents(&text).unwrap();
+    let (_, c) = manifests::container(&objects, "extender").unwrap();
+    let env: BTreeMap<String, k8s_openapi::api::core::v1::EnvVar> = c
+        .env
+        .iter()
+        .flatten()
+        .map(|e| (e.name.clone(), e.clone()))
+        .collect();
+    assert_eq!(
+        env["HF_ENDPOINT"].value.as_deref(),
+        Some("https://hf-mirror.internal")
+    );
+    let token = &env["HF_TOKEN"];
+    assert_eq!(token.value, None);
+    let key = token
+        .value_from
+        .as_ref()
+        .and_then(|v| v.secret_key_ref.as_ref())
+        .unwrap();
+    assert_eq!((key.name.as_str(), key.key.as_str()), ("hf-token", "token"));
+    assert_eq!(env["HF_HUB_OFFLINE"].value.as_deref(), Some("1"));
+    let args = c.args.unwrap_or_default();
+    assert!(
+        args.contains(&"--hub-timeout-ms=2500".to_string()),
+        "{args:?}"
+    );
+    // By default: the public Hub, no token, online.
+    let (_, c) = manifests::container(&renders()[0].objects, "extender").unwrap();
+    let names: Vec<String> = c.env.iter().flatten().map(|e| e.name.clone()).collect();
+    assert!(!names.iter().any(|n| n.starts_with("HF_")), "{names:?}");
+}
+
 #[test]
 fn bad_values_fail_naming_the_value() {
     let Some(helm) = manifests::helm_for_tests().unwrap() else {
@@ -619,6 +669,14 @@ fn bad_values_fail_naming_the_value() {
             "/scheduler/extender/weight",
         ),
         (&["logFormat=xml"], "/logFormat"),
+        (
+            &["scheduler.extender.huggingFace.endpoint=hf-mirror"],
+            "/scheduler/extender/huggingFace/endpoint",
+        ),
+        (
+            &["scheduler.extender.huggingFace.tokenSecret.name=HF_Token"],
+            "/scheduler/extender/huggingFace/tokenSecret/name",
+        ),
         (
             &["devicePlugin.backend=simulated"],
             "devicePlugin.simulated.nodeFile",

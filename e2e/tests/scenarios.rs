@@ -956,6 +956,109 @@ async fn a_model_outside_the_catalog_is_sized_from_the_hub_and_lands() {
     );
 }
 
+/// An air-gapped cluster: no Hub, the model's `config.json` and safetensors
+/// index in a ConfigMap the pod names in `gpupack.io/model-config`. The
+/// extender reads it (as its RBAC allows), sizes the weights from the
+/// index's `total_size`, and the pod lands with that memory; a pod naming a
+/// ConfigMap that does not exist stays Pending with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_in_a_config_map_is_sized_without_the_hub() {
+    use hub_standin::checkpoint::{Scheme, llama_tensors, stored_bytes};
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{Api, PostParams};
+    use proto::annotations;
+
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let config = include_str!(
+        "../../model-source/tests/fixtures/hub/NousResearch/Hermes-3-Llama-3.1-8B/config.json"
+    );
+    let tensors = llama_tensors(&serde_json::from_str(config).unwrap(), Scheme::Bf16);
+    let index = serde_json::json!({
+        "metadata": {"total_size": stored_bytes(&tensors)},
+        "weight_map": {"lm_head.weight": "model-00004-of-00004.safetensors"}
+    })
+    .to_string();
+    let cm: ConfigMap = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "support-8b"},
+        "data": {"config.json": config, "model.safetensors.index.json": index}
+    }))
+    .unwrap();
+
+    // No Hub at all: the extenders run offline.
+    let cluster = start(vec![NodeSpec::new("h100-a", spec::H100_NVSWITCH)], 1).await;
+    Api::<ConfigMap>::namespaced(cluster.client.clone(), spec::NAMESPACE)
+        .create(&PostParams::default(), &cm)
+        .await
+        .unwrap();
+    let pod = PodBuilder::model("support", "acme/support-8b", 1, 8192)
+        .annotation(annotations::ENGINE, "vllm@0.19")
+        .annotation(annotations::MODEL_CONFIG, "support-8b");
+    let missing = PodBuilder::model("missing", "acme/support-8b", 1, 8192)
+        .annotation(annotations::MODEL_CONFIG, "no-such-config");
+    cluster.submit(&[pod, missing]).await.unwrap();
+    let view = cluster
+        .wait_for(
+            "the model from the ConfigMap running",
+            Duration::from_secs(60),
+            running(&["support".to_string()]),
+        )
+        .await
+        .unwrap();
+    assert_clean(&view);
+
+    let files = model_source::InMemory::new(
+        "ConfigMap",
+        [
+            ("config.json".to_string(), config.as_bytes().to_vec()),
+            (
+                "model.safetensors.index.json".to_string(),
+                index.into_bytes(),
+            ),
+        ],
+    );
+    let model = model_source::resolve(&files, "acme/support-8b")
+        .await
+        .unwrap();
+    assert_eq!(
+        model.checkpoint.as_ref().map(|c| c.total_bytes()),
+        Some(stored_bytes(&tensors))
+    );
+    let e = estimator::estimate(
+        &model,
+        &estimator::ServingParams {
+            max_model_len: Some(8192),
+            max_num_seqs: Some(16),
+            engine: "vllm@0.19".parse().unwrap(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let gib = proto::resources::DEFAULT_MEMORY_UNIT_BYTES;
+    let a = ClusterView::assignment(view.pod("support").unwrap()).unwrap();
+    assert_eq!(
+        a.containers[0]
+            .gpus
+            .iter()
+            .map(|g| g.memory_bytes)
+            .collect::<Vec<_>>(),
+        vec![e.per_gpu.total_bytes.div_ceil(gib) * gib]
+    );
+    let view = cluster
+        .wait_for(
+            "the pod naming a missing ConfigMap told why",
+            Duration::from_secs(30),
+            |v| {
+                v.events_of("missing")
+                    .iter()
+                    .any(|(_, m)| m.contains("no-such-config not found"))
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(view.phase("missing").as_deref(), Some("Pending"));
+    assert_rbac_covers(&cluster);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_target_llm_mix() {
     if !e2e::cluster::selected() {

@@ -1,5 +1,6 @@
 //! Reading a model's sizing facts from where it lives: a Hugging Face Hub
-//! repository (`HF_ENDPOINT`, `HF_TOKEN`) or a local directory.
+//! repository (`HF_ENDPOINT`, `HF_TOKEN`), a local directory, or files
+//! held in memory (an air-gapped cluster's ConfigMap).
 //!
 //! The estimator is pure and takes text; this crate does the I/O it needs:
 //! `config.json` with its `quantization_config`, ModelOpt's
@@ -20,7 +21,7 @@ pub mod registry;
 pub mod resolve;
 
 pub use error::SourceError;
-pub use files::{LocalDir, ModelFiles};
+pub use files::{InMemory, LocalDir, ModelFiles};
 pub use hub::{DEFAULT_ENDPOINT, Hub, HubSettings};
-pub use registry::{Lookup, ModelLookup, Offline, Registry, RegistrySettings};
+pub use registry::{Fetch, Lookup, ModelLookup, Offline, Registry, RegistrySettings};
 pub use resolve::resolve;

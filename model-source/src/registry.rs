@@ -5,7 +5,10 @@
 //! Bounded: at most `capacity` models are remembered (the least recently
 //! used resolved or failed one makes room) and at most `parallel` are
 //! fetched at once. A failure is never cached as a result: it is retried
-//! with exponential backoff on the next lookup after its delay.
+//! with exponential backoff on the next lookup after its delay. With
+//! `refresh_after`, a resolved model is fetched again in the background
+//! once it is that old, the old answer standing until the new one is in
+//! (for sources users edit in place, such as ConfigMaps).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -34,6 +37,42 @@ pub enum Lookup {
 /// Answers lookups of models by name without waiting.
 pub trait ModelLookup: Send + Sync {
     fn lookup(&self, model: &str) -> Lookup;
+
+    /// The model whose files are in ConfigMap `name` of `namespace` (an
+    /// air-gapped cluster's alternative to the Hub).
+    fn lookup_config_map(&self, namespace: &str, name: &str) -> Lookup {
+        Lookup::Failed {
+            error: format!(
+                "model configs are not read from ConfigMaps here (ConfigMap {namespace}/{name})"
+            ),
+            retry_in: Duration::MAX,
+        }
+    }
+}
+
+/// Where a [`Registry`] resolves a key from.
+pub trait Fetch: Send + Sync + 'static {
+    /// Refuses a key no fetch could succeed for, before any fetch.
+    fn check(&self, key: &str) -> Result<(), String>;
+
+    /// Resolves `key`.
+    fn fetch(&self, key: String) -> futures::future::BoxFuture<'static, Result<ModelSpec, String>>;
+}
+
+impl Fetch for Hub {
+    fn check(&self, key: &str) -> Result<(), String> {
+        crate::hub::check_repo_id(key).map_err(|e| e.to_string())
+    }
+
+    fn fetch(&self, key: String) -> futures::future::BoxFuture<'static, Result<ModelSpec, String>> {
+        let hub = self.clone();
+        Box::pin(async move {
+            let repo = hub.repo(&key).map_err(|e| e.to_string())?;
+            crate::resolve::resolve(&repo, &key)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
 }
 
 /// Limits of a [`Registry`].
@@ -44,6 +83,8 @@ pub struct RegistrySettings {
     /// First retry delay after a failure; doubles per failure.
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// Resolved models older than this are fetched again in the background.
+    pub refresh_after: Option<Duration>,
 }
 
 impl Default for RegistrySettings {
@@ -53,15 +94,26 @@ impl Default for RegistrySettings {
             parallel: 4,
             backoff_base: Duration::from_secs(5),
             backoff_max: Duration::from_secs(600),
+            refresh_after: None,
         }
     }
 }
 
 #[derive(Debug)]
 enum State {
-    Pending { last_error: Option<String> },
-    Ready(Arc<ModelSpec>),
-    Failed { error: String, retry_at: Instant },
+    Pending {
+        last_error: Option<String>,
+    },
+    /// `refreshing`: fetched again in the background, this answer standing.
+    Ready {
+        spec: Arc<ModelSpec>,
+        at: Instant,
+        refreshing: bool,
+    },
+    Failed {
+        error: String,
+        retry_at: Instant,
+    },
 }
 
 #[derive(Debug)]
@@ -73,26 +125,33 @@ struct Entry {
 
 struct Inner {
     entries: Mutex<HashMap<String, Entry>>,
-    hub: Hub,
+    source: Arc<dyn Fetch>,
     settings: RegistrySettings,
     permits: Semaphore,
     runtime: Handle,
 }
 
-/// Models from one Hub, resolved in the background and kept in memory.
+/// Models from one source (a Hub, ConfigMaps), resolved in the background
+/// and kept in memory.
 #[derive(Clone)]
 pub struct Registry {
     inner: Arc<Inner>,
 }
 
 impl Registry {
-    /// Must be created inside a Tokio runtime: resolutions run on it.
+    /// Models from `hub`. Must be created inside a Tokio runtime:
+    /// resolutions run on it.
     pub fn new(hub: Hub, settings: RegistrySettings) -> Registry {
+        Registry::with_source(Arc::new(hub), settings)
+    }
+
+    /// Models from `source`, keyed as it reads them.
+    pub fn with_source(source: Arc<dyn Fetch>, settings: RegistrySettings) -> Registry {
         Registry {
             inner: Arc::new(Inner {
                 entries: Mutex::new(HashMap::new()),
                 permits: Semaphore::new(settings.parallel.max(1)),
-                hub,
+                source,
                 settings,
                 runtime: Handle::current(),
             }),
@@ -130,7 +189,16 @@ impl Registry {
         while entries.len() >= capacity.max(1) {
             let victim = entries
                 .iter()
-                .filter(|(_, e)| !matches!(e.state, State::Pending { .. }))
+                .filter(|(_, e)| {
+                    !matches!(
+                        e.state,
+                        State::Pending { .. }
+                            | State::Ready {
+                                refreshing: true,
+                                ..
+                            }
+                    )
+                })
                 .min_by_key(|(_, e)| e.last_used)
                 .map(|(k, _)| k.clone());
             match victim {
@@ -147,12 +215,7 @@ impl Registry {
         let this = self.clone();
         self.inner.runtime.spawn(async move {
             let result = match this.inner.permits.acquire().await {
-                Ok(_permit) => match this.inner.hub.repo(&model) {
-                    Ok(repo) => crate::resolve::resolve(&repo, &model)
-                        .await
-                        .map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                },
+                Ok(_permit) => this.inner.source.fetch(model.clone()).await,
                 Err(_) => Err("the model registry is shutting down".to_string()),
             };
             this.settle(&model, result);
@@ -168,8 +231,21 @@ impl Registry {
         match result {
             Ok(spec) => {
                 tracing::info!(model, "model resolved");
-                entry.state = State::Ready(Arc::new(spec));
+                entry.state = State::Ready {
+                    spec: Arc::new(spec),
+                    at: Instant::now(),
+                    refreshing: false,
+                };
                 entry.failures = 0;
+            }
+            // A failed refresh keeps the answer it would have replaced, and
+            // tries again after the refresh interval.
+            Err(error) if matches!(entry.state, State::Ready { .. }) => {
+                tracing::warn!(model, %error, "cannot refresh model; keeping the last answer");
+                if let State::Ready { at, refreshing, .. } = &mut entry.state {
+                    *at = Instant::now();
+                    *refreshing = false;
+                }
             }
             Err(error) => {
                 entry.failures = entry.failures.saturating_add(1);
@@ -193,8 +269,26 @@ impl ModelLookup for Registry {
         let mut entries = self.lock();
         if let Some(entry) = entries.get_mut(model) {
             entry.last_used = now;
-            match &entry.state {
-                State::Ready(spec) => return Lookup::Ready(spec.clone()),
+            match &mut entry.state {
+                State::Ready {
+                    spec,
+                    at,
+                    refreshing,
+                } => {
+                    let spec = spec.clone();
+                    let due = self
+                        .inner
+                        .settings
+                        .refresh_after
+                        .is_some_and(|after| now.duration_since(*at) >= after);
+                    if due && !*refreshing {
+                        *refreshing = true;
+                        drop(entries);
+                        tracing::debug!(model, "refreshing model");
+                        self.spawn(model.to_string());
+                    }
+                    return Lookup::Ready(spec);
+                }
                 State::Pending { last_error } => {
                     return Lookup::Pending {
                         last_error: last_error.clone(),
@@ -218,9 +312,9 @@ impl ModelLookup for Registry {
             }
         }
         // A bad name is answered at once and never remembered.
-        if let Err(e) = crate::hub::check_repo_id(model) {
+        if let Err(error) = self.inner.source.check(model) {
             return Lookup::Failed {
-                error: e.to_string(),
+                error,
                 retry_in: self.inner.settings.backoff_max,
             };
         }

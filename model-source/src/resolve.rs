@@ -148,10 +148,39 @@ async fn shard_names<F: ModelFiles>(files: &F) -> Result<Vec<String>, SourceErro
     Ok(shards.into_iter().collect())
 }
 
+/// The bytes an index says the whole checkpoint takes (`metadata.total_size`),
+/// for sources that hold the index but not the shards; `None` without one.
+async fn index_total<F: ModelFiles>(files: &F) -> Result<Option<CheckpointWeights>, SourceError> {
+    let what = format!("{}/{INDEX}", files.describe());
+    let Some(index) = files.read(INDEX, MAX_INDEX_BYTES).await? else {
+        return Ok(None);
+    };
+    let index: Value = serde_json::from_slice(&index)
+        .map_err(|e| malformed(what.clone(), format!("not JSON: {e}")))?;
+    let total = index
+        .pointer("/metadata/total_size")
+        .and_then(Value::as_u64)
+        .filter(|t| *t > 0)
+        .ok_or_else(|| malformed(what, "no metadata.total_size"))?;
+    let mut weights = CheckpointWeights::default();
+    weights.by_dtype.insert(
+        "total_size (index)".into(),
+        checkpoint::DtypeTally {
+            tensors: 0,
+            elements: 0,
+            bytes: total,
+        },
+    );
+    Ok(Some(weights))
+}
+
 /// Tallies every shard's header; `None` when the model has no safetensors.
 async fn read_checkpoint<F: ModelFiles>(
     files: &F,
 ) -> Result<Option<CheckpointWeights>, SourceError> {
+    if !files.has_shards() {
+        return index_total(files).await;
+    }
     let shards = shard_names(files).await?;
     let single = shards.len() == 1 && shards[0] == SINGLE;
     let tallies: Vec<Option<CheckpointWeights>> = futures::stream::iter(shards)

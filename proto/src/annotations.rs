@@ -17,6 +17,11 @@
 //!     gpupack.io/engine: vllm@0.19
 //! ```
 //!
+//! In a cluster that cannot reach the Hugging Face Hub, a model outside the
+//! catalog is sized from its `config.json` (and optionally
+//! `hf_quant_config.json` and `model.safetensors.index.json`) kept in a
+//! ConfigMap of the pod's namespace, named by `gpupack.io/model-config`.
+//!
 //! ```
 //! use std::collections::BTreeMap;
 //! let annotations = BTreeMap::from([
@@ -59,6 +64,9 @@ pub const KV_CACHE_DTYPE: &str = "gpupack.io/kv-cache-dtype";
 pub const ENGINE: &str = "gpupack.io/engine";
 /// Which container runs the server, when the pod has several using GPUs.
 pub const CONTAINER: &str = "gpupack.io/container";
+/// A ConfigMap of the pod's namespace holding the model's `config.json`:
+/// the model is sized from it instead of the catalog or the Hub.
+pub const MODEL_CONFIG: &str = "gpupack.io/model-config";
 
 /// Every model annotation key, for listing in error messages and docs.
 pub const ALL: &[&str] = &[
@@ -72,6 +80,7 @@ pub const ALL: &[&str] = &[
     KV_CACHE_DTYPE,
     ENGINE,
     CONTAINER,
+    MODEL_CONFIG,
 ];
 
 /// The most GPUs one tensor-parallel server can span on a node.
@@ -105,6 +114,8 @@ pub struct ModelAnnotations {
     pub engine: Option<String>,
     /// [`CONTAINER`].
     pub container: Option<String>,
+    /// [`MODEL_CONFIG`].
+    pub model_config: Option<String>,
 }
 
 impl ModelAnnotations {
@@ -145,6 +156,7 @@ impl ModelAnnotations {
             // A release may follow the engine: `vllm@0.8.3.dev172+g2b93162f`.
             engine: token(annotations, ENGINE, b"@+")?,
             container: token(annotations, CONTAINER, b"")?,
+            model_config: config_map_name(annotations, MODEL_CONFIG)?,
         };
         if m.max_num_seqs.is_some() && m.kv_cache_tokens.is_some() {
             return Err(FormatError::invalid(
@@ -177,6 +189,7 @@ impl ModelAnnotations {
         put(KV_CACHE_DTYPE, self.kv_cache_dtype.clone());
         put(ENGINE, self.engine.clone());
         put(CONTAINER, self.container.clone());
+        put(MODEL_CONFIG, self.model_config.clone());
         out
     }
 }
@@ -206,6 +219,35 @@ fn token(
             key,
             format!(
                 "{:?} must be 1-63 of: letters, digits, '-', '_', '.'{extra}",
+                crate::clip::clip(v).to_string()
+            ),
+        ));
+    }
+    Ok(Some(v.to_string()))
+}
+
+/// A ConfigMap name: a DNS subdomain (RFC 1123), as the API server requires.
+fn config_map_name(
+    annotations: &BTreeMap<String, String>,
+    key: &str,
+) -> Result<Option<String>, FormatError> {
+    let Some(v) = annotations.get(key).map(|v| v.trim()) else {
+        return Ok(None);
+    };
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if v.is_empty() || v.len() > 253 || !v.split('.').all(label_ok) {
+        return Err(FormatError::invalid(
+            DOC,
+            key,
+            format!(
+                "{:?} is not a ConfigMap name (lowercase letters, digits, '-' and '.', at most 253)",
                 crate::clip::clip(v).to_string()
             ),
         ));
@@ -265,6 +307,29 @@ mod tests {
         let err =
             ModelAnnotations::from_annotations(&ann(&[(TENSOR_PARALLEL_SIZE, "2")])).unwrap_err();
         assert!(err.to_string().contains(TENSOR_PARALLEL_SIZE), "{err}");
+    }
+
+    #[test]
+    fn a_model_config_names_a_config_map() {
+        let m = ModelAnnotations::from_annotations(&ann(&[
+            (MODEL, "acme/internal-8b"),
+            (MODEL_CONFIG, "internal-8b.config"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(m.model_config.as_deref(), Some("internal-8b.config"));
+        assert_eq!(
+            ModelAnnotations::from_annotations(&m.to_annotations())
+                .unwrap()
+                .unwrap(),
+            m
+        );
+        for bad in ["", "Upper", "-x", "a..b", "a_b", &"x".repeat(254)] {
+            let err =
+                ModelAnnotations::from_annotations(&ann(&[(MODEL, "m"), (MODEL_CONFIG, bad)]))
+                    .unwrap_err();
+            assert!(err.to_string().contains(MODEL_CONFIG), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -16,7 +16,8 @@
 //!   explicit `gpu-memory` request).
 //!
 //! A model outside the catalog (or named as a quantized re-upload) is sized
-//! from its own files through a [`ModelLookup`] that never waits: until the
+//! from its own files through a [`ModelLookup`] that never waits (from the
+//! Hub, or from the ConfigMap `gpupack.io/model-config` names): until the
 //! lookup has them the pod gets a retriable [`DemandError::ModelPending`],
 //! and a failure to read them a [`DemandError::ModelUnavailable`] naming
 //! the cause and what to set.
@@ -72,10 +73,12 @@ pub enum DemandError {
     #[error("the pod has {count} containers; gpupack reads at most {MAX_CONTAINERS}")]
     TooManyContainers { count: usize },
     /// Retriable: the model's files are being fetched in the background.
-    #[error("sizing model {model}: fetching its config from the Hugging Face Hub; retry{}",
+    #[error("sizing model {model}: fetching its config from {from}; retry{}",
         last_error.as_ref().map(|e| format!(" (the last attempt failed: {e})")).unwrap_or_default())]
     ModelPending {
         model: String,
+        /// The Hub, or the ConfigMap.
+        from: String,
         last_error: Option<String>,
     },
     /// Retriable: the model's files could not be read; tried again after
@@ -394,7 +397,7 @@ fn apply_model(
                 ),
             });
         }
-        let estimate = size(m, &serving_params(m, 1)?, models)?;
+        let estimate = size(m, namespace(pod), &serving_params(m, 1)?, models)?;
         needs.containers[i].mig_min_bytes = estimate.total_bytes();
         needs.model = Some(m.model.clone());
         return Ok(());
@@ -416,7 +419,7 @@ fn apply_model(
         (None, None) => 1,
     };
     let params = serving_params(m, tp)?;
-    let estimate = size(m, &params, models)?;
+    let estimate = size(m, namespace(pod), &params, models)?;
     let per_gpu = estimate.total_bytes();
     // An explicit per-GPU request larger than the estimate wins; the two are
     // compared once the node's unit is known.
@@ -445,15 +448,30 @@ fn apply_model(
     Ok(())
 }
 
-/// The model's spec: the catalog's when it holds the model (unless the name
+fn namespace(pod: &Pod) -> &str {
+    pod.metadata.namespace.as_deref().unwrap_or("default")
+}
+
+/// The model's spec: from the ConfigMap `gpupack.io/model-config` names
+/// when set; else the catalog's when it holds the model (unless the name
 /// announces a quantized re-upload and no quantization is annotated: then
-/// only the checkpoint's own config says how it is stored), else the
-/// model's own files through `models`.
+/// only the checkpoint's own config says how it is stored); else the
+/// model's own files on the Hub, through `models`.
 fn model_spec(
     m: &ModelAnnotations,
+    namespace: &str,
     models: &dyn ModelLookup,
 ) -> Result<Arc<ModelSpec>, DemandError> {
     use proto::annotations as ann;
+    if let Some(config_map) = &m.model_config {
+        let from = format!("ConfigMap {namespace}/{config_map}");
+        return looked_up(
+            m,
+            models.lookup_config_map(namespace, config_map),
+            from,
+            String::new(),
+        );
+    }
     let named = estimator::quantization_named_in(&m.model);
     match estimator::lookup(&m.model) {
         Ok(entry) if named.is_none() || m.quantization.is_some() => {
@@ -468,21 +486,40 @@ fn model_spec(
         }
         _ => {}
     }
-    match models.lookup(&m.model) {
+    let hint = match named {
+        Some(q) if m.quantization.is_none() => format!(
+            "; the name says {q}: it is never sized as 16-bit without its config, so set {} \
+             (e.g. awq, gptq-int4, fp8) to size it from the catalog's architecture",
+            ann::QUANTIZATION
+        ),
+        _ => format!(
+            "; where the Hub is out of reach, put the model's config.json in a ConfigMap and name it in {}",
+            ann::MODEL_CONFIG
+        ),
+    };
+    looked_up(
+        m,
+        models.lookup(&m.model),
+        "the Hugging Face Hub".to_string(),
+        hint,
+    )
+}
+
+/// What a lookup found, as the pod's spec or the error to tell its user.
+fn looked_up(
+    m: &ModelAnnotations,
+    found: Lookup,
+    from: String,
+    hint: String,
+) -> Result<Arc<ModelSpec>, DemandError> {
+    match found {
         Lookup::Ready(spec) => Ok(spec),
         Lookup::Pending { last_error } => Err(DemandError::ModelPending {
             model: clip(&m.model).to_string(),
+            from,
             last_error,
         }),
         Lookup::Failed { error, retry_in } => {
-            let hint = match named {
-                Some(q) if m.quantization.is_none() => format!(
-                    "; the name says {q}: it is never sized as 16-bit without its config, so set {} \
-                     (e.g. awq, gptq-int4, fp8) to size it from the catalog's architecture",
-                    ann::QUANTIZATION
-                ),
-                _ => String::new(),
-            };
             // A lookup that never retries (offline) makes the model unknown.
             if retry_in == std::time::Duration::MAX {
                 return Err(DemandError::Estimate {
@@ -503,10 +540,11 @@ fn model_spec(
 /// Estimates the model with `params`.
 fn size(
     m: &ModelAnnotations,
+    namespace: &str,
     params: &estimator::ServingParams,
     models: &dyn ModelLookup,
 ) -> Result<estimator::Estimate, DemandError> {
-    let spec = model_spec(m, models)?;
+    let spec = model_spec(m, namespace, models)?;
     estimator::estimate(&spec, params).map_err(|e| DemandError::Estimate {
         model: clip(&m.model).to_string(),
         problem: e.to_string(),

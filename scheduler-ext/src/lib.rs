@@ -4,6 +4,7 @@
 //!
 //! Thin adapters around pure parts:
 //! - [`demand`]: a pod's resource requests or model annotations → its GPU needs;
+//! - [`models`]: models outside the catalog, from the Hub or a ConfigMap;
 //! - [`translate`]: inventories and assignments ↔ the placement core's types;
 //! - [`reservations`]: the per-node pending-bind annotation;
 //! - [`cluster_state`]: the ledger of every node and pod, filter and prioritize;
@@ -26,6 +27,7 @@ pub mod events;
 pub mod http;
 pub mod metrics;
 pub mod mix;
+pub mod models;
 pub mod preemption;
 pub mod requeue;
 pub mod reservations;

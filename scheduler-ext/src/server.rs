@@ -88,7 +88,7 @@ impl Extender {
         let readiness = Arc::new(Readiness::default());
         // Models outside the catalog: resolved in the background, so that
         // no verb waits on the Hub.
-        let models: Arc<dyn model_source::ModelLookup> = match &config.hub {
+        let hub: Arc<dyn model_source::ModelLookup> = match &config.hub {
             Some(hub) => match model_source::Hub::new(hub.clone()) {
                 Ok(hub) => Arc::new(model_source::Registry::new(
                     hub,
@@ -98,6 +98,8 @@ impl Extender {
             },
             None => Arc::new(model_source::Offline),
         };
+        let models: Arc<dyn model_source::ModelLookup> =
+            Arc::new(crate::models::ModelSources::new(hub, client.clone()));
         let background = watch::spawn(
             client.clone(),
             Feeds {
