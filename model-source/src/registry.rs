@@ -358,3 +358,122 @@ impl ModelLookup for Offline {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+
+    /// Serves the catalog's Llama 3.1 8B under any key, its name carrying
+    /// the fetch count; fails the fetches `failing` says.
+    struct Counting {
+        fetches: Arc<AtomicU64>,
+        failing: fn(u64) -> bool,
+    }
+
+    impl Fetch for Counting {
+        fn check(&self, key: &str) -> Result<(), String> {
+            if key.is_empty() {
+                Err("empty".into())
+            } else {
+                Ok(())
+            }
+        }
+
+        fn fetch(
+            &self,
+            key: String,
+        ) -> futures::future::BoxFuture<'static, Result<ModelSpec, String>> {
+            let n = self.fetches.fetch_add(1, Ordering::SeqCst) + 1;
+            let fail = (self.failing)(n);
+            Box::pin(async move {
+                if fail {
+                    return Err(format!("fetch {n} of {key} failed"));
+                }
+                let mut spec = estimator::lookup("Llama-3.1-8B").unwrap().spec();
+                spec.name = format!("{key}#{n}");
+                Ok(spec)
+            })
+        }
+    }
+
+    /// Polls until `done`, for at most five seconds (a loaded machine may
+    /// run the background fetch late, never wrongly).
+    async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    async fn ready(r: &Registry, key: &str) -> Arc<ModelSpec> {
+        let mut found = None;
+        eventually(&format!("{key} resolved"), || {
+            if let Lookup::Ready(spec) = r.lookup(key) {
+                found = Some(spec);
+            }
+            found.is_some()
+        })
+        .await;
+        found.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_resolved_model_is_refreshed_in_the_background_keeping_its_answer() {
+        let fetches = Arc::new(AtomicU64::new(0));
+        let r = Registry::with_source(
+            Arc::new(Counting {
+                fetches: fetches.clone(),
+                // The second fetch (the first refresh) fails.
+                failing: |n| n == 2,
+            }),
+            RegistrySettings {
+                refresh_after: Some(Duration::from_millis(300)),
+                ..RegistrySettings::default()
+            },
+        );
+        assert!(matches!(r.lookup("ns/cm"), Lookup::Pending { .. }));
+        assert_eq!(ready(&r, "ns/cm").await.name, "ns/cm#1");
+        // Not yet due: no fetch.
+        assert_eq!(ready(&r, "ns/cm").await.name, "ns/cm#1");
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        // Due: answered at once with the old spec while it is fetched again;
+        // the failed refresh keeps it.
+        assert_eq!(ready(&r, "ns/cm").await.name, "ns/cm#1");
+        eventually("the refresh fetched", || {
+            fetches.load(Ordering::SeqCst) == 2
+        })
+        .await;
+        assert_eq!(ready(&r, "ns/cm").await.name, "ns/cm#1");
+        // The next refresh succeeds and replaces it.
+        eventually(
+            "the refreshed spec answered",
+            || matches!(r.lookup("ns/cm"), Lookup::Ready(spec) if spec.name == "ns/cm#3"),
+        )
+        .await;
+        // A key the source refuses is answered at once and not remembered.
+        assert!(matches!(r.lookup(""), Lookup::Failed { .. }));
+        assert_eq!(r.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn without_refresh_a_resolved_model_is_fetched_once() {
+        let fetches = Arc::new(AtomicU64::new(0));
+        let r = Registry::with_source(
+            Arc::new(Counting {
+                fetches: fetches.clone(),
+                failing: |_| false,
+            }),
+            RegistrySettings::default(),
+        );
+        ready(&r, "m").await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        for _ in 0..10 {
+            ready(&r, "m").await;
+        }
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+    }
+}

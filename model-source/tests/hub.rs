@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use estimator::{Quantization, ServingParams};
-use hub_standin::checkpoint::{Scheme, Tensor, llama_tensors, stored_bytes};
+use hub_standin::checkpoint::{Scheme, Tensor, llama_tensors, llava_next_tensors, stored_bytes};
 use hub_standin::{HubStandin, Repo, checkpoint_files};
 use model_source::{Hub, HubSettings, Lookup, ModelLookup, Registry, RegistrySettings};
 
@@ -15,6 +15,7 @@ const FINE_TUNE: &str = "NousResearch/Hermes-3-Llama-3.1-8B";
 const AWQ: &str = "hugging-quants/Meta-Llama-3.1-8B-Instruct-AWQ-INT4";
 const FP8: &str = "neuralmagic/Meta-Llama-3.1-8B-Instruct-FP8-dynamic";
 const GATED: &str = "meta-llama/Llama-Guard-3-8B";
+const VLM: &str = "llava-hf/llava-v1.6-mistral-7b-hf";
 const TOKEN: &str = "hf_standin_token";
 
 fn fixture(repo: &str) -> String {
@@ -27,6 +28,10 @@ fn fixture(repo: &str) -> String {
 
 fn tensors(repo: &str, scheme: Scheme) -> Vec<Tensor> {
     llama_tensors(&serde_json::from_str(&fixture(repo)).unwrap(), scheme)
+}
+
+fn vlm_tensors() -> Vec<Tensor> {
+    llava_next_tensors(&serde_json::from_str(&fixture(VLM)).unwrap())
 }
 
 fn checkpoint(repo: &str, scheme: Scheme, shards: usize) -> Repo {
@@ -46,6 +51,12 @@ async fn standin() -> HubStandin {
     repos.insert(
         GATED.into(),
         checkpoint(GATED, Scheme::Bf16, 4).gated(TOKEN),
+    );
+    repos.insert(
+        VLM.into(),
+        Repo::default()
+            .file("config.json", fixture(VLM))
+            .files(checkpoint_files(&vlm_tensors(), 4)),
     );
     repos.insert(
         "someorg/slow-model".into(),
@@ -102,6 +113,45 @@ async fn a_fine_tune_outside_the_catalog_resolves_as_its_architecture() {
     assert_eq!(measured.checkpoint_bytes, Some(stored));
     let ratio = measured.per_gpu.weights_bytes as f64 / computed.per_gpu.weights_bytes as f64;
     assert!((ratio - 1.0).abs() < 0.01, "{ratio}");
+}
+
+/// A vision-language model: its tower is read from `vision_config` and its
+/// stored bytes (tower included) stand for the weights.
+#[tokio::test]
+async fn a_vision_language_model_resolves_with_its_vision_tower() {
+    let s = standin().await;
+    let spec = resolve(&hub(&s.endpoint(), None), VLM).await.unwrap();
+    let vision = spec.arch.vision.expect("the CLIP tower");
+    assert_eq!(vision.hidden_size, 1024);
+    let stored = stored_bytes(&vlm_tensors());
+    assert_eq!(spec.checkpoint.as_ref().unwrap().total_bytes(), stored);
+    assert_eq!(
+        spec.checkpoint
+            .as_ref()
+            .unwrap()
+            .by_dtype
+            .keys()
+            .collect::<Vec<_>>(),
+        ["F16"]
+    );
+    let e = estimator::estimate(&spec, &params(1)).unwrap();
+    assert!(e.weights_detail.vision > 0);
+    let weights = e.per_gpu.weights_bytes - e.weights_detail.rotary_cache;
+    // The whole checkpoint on one rank, plus vocabulary padding.
+    assert!(
+        weights >= stored && weights < stored + stored / 100,
+        "{weights} vs {stored}"
+    );
+    // The catalog's entry for the same model agrees, and the language model
+    // alone is smaller by about the tower.
+    let catalog = estimator::estimate(&estimator::lookup(VLM).unwrap().spec(), &params(1)).unwrap();
+    let ratio = e.per_gpu.weights_bytes as f64 / catalog.per_gpu.weights_bytes as f64;
+    assert!((ratio - 1.0).abs() < 0.005, "{ratio}");
+    let mut text_only = spec.clone();
+    text_only.arch.vision = None;
+    text_only.checkpoint = None;
+    let text = estimator::estimate(&text_only, &params(1)).unwrap();
+    assert!(text.per_gpu.weights_bytes + e.weights_detail.vision / 2 < e.per_gpu.weights_bytes);
 }
 
 #[tokio::test]

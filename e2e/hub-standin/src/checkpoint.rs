@@ -1,6 +1,7 @@
 //! Safetensors checkpoints of Llama-layout models, tensor by tensor as the
 //! public checkpoints name and shape them, in the stored formats tests need:
-//! BF16 originals, AutoAWQ GEMM re-uploads and compressed-tensors FP8.
+//! BF16 originals, AutoAWQ GEMM re-uploads and compressed-tensors FP8; and
+//! LLaVA-NeXT's (a Mistral language model, a CLIP tower and a projector).
 
 use serde_json::{Map, Value, json};
 
@@ -105,6 +106,101 @@ pub fn llama_tensors(config: &Value, scheme: Scheme) -> Vec<Tensor> {
     if !tied {
         out.push(t("lm_head.weight".into(), plain, vec![vocab, h]));
     }
+    out
+}
+
+/// The tensors of a LLaVA-NeXT `config.json` (as `llava-hf` stores them, in
+/// FP16): the language model under `language_model.` from `text_config`
+/// over MistralConfig's defaults, the CLIP tower under `vision_tower.`, the
+/// two-layer projector and `image_newline`.
+pub fn llava_next_tensors(config: &Value) -> Vec<Tensor> {
+    let mut text = json!({
+        "hidden_size": 4096, "intermediate_size": 14336, "num_attention_heads": 32,
+        "num_hidden_layers": 32, "num_key_value_heads": 8, "vocab_size": 32000
+    });
+    if let (Some(t), Some(overrides)) = (
+        text.as_object_mut(),
+        config.get("text_config").and_then(Value::as_object),
+    ) {
+        for (k, v) in overrides {
+            t.insert(k.clone(), v.clone());
+        }
+    }
+    let h_text = text["hidden_size"].as_u64().unwrap_or(0);
+    let f16 = |mut t: Tensor| {
+        t.dtype = "F16";
+        t
+    };
+    let mut out: Vec<Tensor> = llama_tensors(&text, Scheme::Bf16)
+        .into_iter()
+        .map(|mut t| {
+            t.name = format!("language_model.{}", t.name);
+            f16(t)
+        })
+        .collect();
+    let empty = Map::new();
+    let v = config
+        .get("vision_config")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    let (h, inter, patch, image) = (
+        field(v, "hidden_size"),
+        field(v, "intermediate_size"),
+        field(v, "patch_size").max(1),
+        field(v, "image_size"),
+    );
+    let positions = (image / patch) * (image / patch) + 1;
+    let t = |name: String, shape: Vec<u64>| Tensor {
+        name,
+        dtype: "F16",
+        shape,
+    };
+    let vm = "vision_tower.vision_model";
+    out.push(t(format!("{vm}.embeddings.class_embedding"), vec![h]));
+    out.push(t(
+        format!("{vm}.embeddings.patch_embedding.weight"),
+        vec![h, 3, patch, patch],
+    ));
+    out.push(t(
+        format!("{vm}.embeddings.position_embedding.weight"),
+        vec![positions, h],
+    ));
+    for norm in ["pre_layrnorm", "post_layernorm"] {
+        out.push(t(format!("{vm}.{norm}.weight"), vec![h]));
+        out.push(t(format!("{vm}.{norm}.bias"), vec![h]));
+    }
+    for l in 0..field(v, "num_hidden_layers") {
+        let p = format!("{vm}.encoder.layers.{l}");
+        for proj in ["q_proj", "k_proj", "v_proj", "out_proj"] {
+            out.push(t(format!("{p}.self_attn.{proj}.weight"), vec![h, h]));
+            out.push(t(format!("{p}.self_attn.{proj}.bias"), vec![h]));
+        }
+        for norm in ["layer_norm1", "layer_norm2"] {
+            out.push(t(format!("{p}.{norm}.weight"), vec![h]));
+            out.push(t(format!("{p}.{norm}.bias"), vec![h]));
+        }
+        out.push(t(format!("{p}.mlp.fc1.weight"), vec![inter, h]));
+        out.push(t(format!("{p}.mlp.fc1.bias"), vec![inter]));
+        out.push(t(format!("{p}.mlp.fc2.weight"), vec![h, inter]));
+        out.push(t(format!("{p}.mlp.fc2.bias"), vec![h]));
+    }
+    out.push(t(
+        "multi_modal_projector.linear_1.weight".into(),
+        vec![h_text, h],
+    ));
+    out.push(t(
+        "multi_modal_projector.linear_1.bias".into(),
+        vec![h_text],
+    ));
+    out.push(t(
+        "multi_modal_projector.linear_2.weight".into(),
+        vec![h_text, h_text],
+    ));
+    out.push(t(
+        "multi_modal_projector.linear_2.bias".into(),
+        vec![h_text],
+    ));
+    out.push(t("image_newline".into(), vec![h_text]));
     out
 }
 
