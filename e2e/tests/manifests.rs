@@ -402,8 +402,24 @@ fn flags_parse_with_the_binaries_and_ports_line_up() {
         let (extender, c) = manifests::container(objects, "extender").unwrap();
         let argv = std::iter::once("gpupack-scheduler-ext".to_string())
             .chain(c.args.clone().unwrap_or_default());
-        let args = <scheduler_ext::Args as clap::Parser>::try_parse_from(argv)
+        let mut args = <scheduler_ext::Args as clap::Parser>::try_parse_from(argv)
             .unwrap_or_else(|e| panic!("{overlay}: extender flags: {e}"));
+        // The model cache is a writable volume (the root filesystem is
+        // read-only); here it goes to a scratch directory.
+        let scratch = tempfile::tempdir().unwrap();
+        if let Some(dir) = args.model_cache_dir.take() {
+            let mounted = c
+                .volume_mounts
+                .iter()
+                .flatten()
+                .any(|m| dir.starts_with(&m.mount_path) && m.read_only != Some(true));
+            assert!(
+                mounted,
+                "{overlay}: --model-cache-dir {} is on no writable volume",
+                dir.display()
+            );
+            args.model_cache_dir = Some(scratch.path().join("models"));
+        }
         let config = scheduler_ext::Config::resolve(args)
             .unwrap_or_else(|e| panic!("{overlay}: extender settings: {e}"));
         let scheduler = manifests::scheduler_config(objects).unwrap();

@@ -925,6 +925,7 @@ async fn a_model_outside_the_catalog_is_sized_from_the_hub_and_lands() {
         token: None,
         revision: "main".into(),
         timeout: Duration::from_secs(5),
+        cache: None,
     })
     .unwrap();
     let model = model_source::resolve(&source.repo(MODEL).unwrap(), MODEL)

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::EstimateError;
@@ -21,7 +21,7 @@ pub const MAX_HEADER_BYTES: u64 = 100 << 20;
 const MAX_TENSORS_PER_HEADER: usize = 1 << 20;
 
 /// Tensors of one stored dtype.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct DtypeTally {
     pub tensors: u64,
     /// Elements as stored (a packed `I32` AWQ weight counts 1 per 8 weights).
@@ -30,7 +30,7 @@ pub struct DtypeTally {
 }
 
 /// Per-dtype tallies of a whole checkpoint (all its shards).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct CheckpointWeights {
     /// Keyed by the safetensors dtype name (`BF16`, `F8_E4M3`, `I32`, ...).
     pub by_dtype: BTreeMap<String, DtypeTally>,

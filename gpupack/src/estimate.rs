@@ -626,6 +626,7 @@ mod tests {
             token: None,
             revision: "main".into(),
             timeout: std::time::Duration::from_secs(2),
+            cache: None,
         };
         let args = parse(&["Qwen/Qwen2.5-72B-Instruct-AWQ"]);
         let err = format!("{:#}", model_spec_from(&args, offline.clone()).unwrap_err());

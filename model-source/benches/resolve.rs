@@ -52,6 +52,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         token: None,
         revision: "main".into(),
         timeout: Duration::from_secs(10),
+        cache: None,
     })?;
     let registry = Registry::new(hub, RegistrySettings::default());
     let mut cold = Vec::new();

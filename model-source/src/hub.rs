@@ -35,6 +35,8 @@ pub struct HubSettings {
     pub revision: String,
     /// Limit of one request, body included.
     pub timeout: Duration,
+    /// What was read, kept on disk across restarts.
+    pub cache: Option<crate::disk::DiskCache>,
 }
 
 impl std::fmt::Debug for HubSettings {
@@ -44,6 +46,10 @@ impl std::fmt::Debug for HubSettings {
             .field("token", &self.token.as_ref().map(|_| "<set>"))
             .field("revision", &self.revision)
             .field("timeout", &self.timeout)
+            .field(
+                "cache",
+                &self.cache.as_ref().map(|c| c.dir().display().to_string()),
+            )
             .finish()
     }
 }
@@ -58,6 +64,7 @@ impl HubSettings {
             token: var("HF_TOKEN").or_else(|| var("HUGGING_FACE_HUB_TOKEN")),
             revision: "main".to_string(),
             timeout: Duration::from_secs(10),
+            cache: None,
         }
     }
 }

@@ -12,16 +12,20 @@
 //! - [`resolve::resolve`]: one model, now, from any [`files::ModelFiles`];
 //! - [`registry::Registry`]: a bounded in-memory cache that resolves in the
 //!   background and retries failures with backoff, for callers that must
-//!   not wait (the extender's filter).
+//!   not wait (the extender's filter);
+//! - [`disk::DiskCache`]: optionally, what was read from the Hub kept on
+//!   disk, bounded, across restarts.
 
+pub mod disk;
 pub mod error;
 pub mod files;
 pub mod hub;
 pub mod registry;
 pub mod resolve;
 
+pub use disk::DiskCache;
 pub use error::SourceError;
 pub use files::{InMemory, LocalDir, ModelFiles};
 pub use hub::{DEFAULT_ENDPOINT, Hub, HubSettings};
 pub use registry::{Fetch, Lookup, ModelLookup, Offline, Registry, RegistrySettings};
-pub use resolve::resolve;
+pub use resolve::{ModelFacts, read_facts, resolve, spec_of};

@@ -26,8 +26,23 @@ const PARALLEL_READS: usize = 8;
 const INDEX: &str = "model.safetensors.index.json";
 const SINGLE: &str = "model.safetensors";
 
+/// What resolution reads of a model: its `config.json` (with a ModelOpt
+/// checkpoint's quantization folded in) and its safetensors tallies; small
+/// enough to keep on disk (see [`crate::disk`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ModelFacts {
+    pub config: String,
+    pub checkpoint: Option<CheckpointWeights>,
+}
+
 /// Reads the model behind `files`; `name` labels the spec.
 pub async fn resolve<F: ModelFiles>(files: &F, name: &str) -> Result<ModelSpec, SourceError> {
+    let facts = read_facts(files).await?;
+    spec_of(name, &files.describe(), &facts)
+}
+
+/// Reads what sizing needs of the model behind `files`.
+pub async fn read_facts<F: ModelFiles>(files: &F) -> Result<ModelFacts, SourceError> {
     let what = files.describe();
     let config = files
         .read("config.json", MAX_CONFIG_BYTES)
@@ -38,13 +53,13 @@ pub async fn resolve<F: ModelFiles>(files: &F, name: &str) -> Result<ModelSpec, 
         })?;
     let quant = files.read("hf_quant_config.json", MAX_CONFIG_BYTES).await?;
     let config = with_modelopt_quantization(&what, &config, quant.as_deref())?;
-    let mut spec =
-        estimator::parse_hf_config(name, &config).map_err(|source| SourceError::Malformed {
-            what: format!("{what}/config.json"),
-            source,
-        })?;
-    spec.checkpoint = read_checkpoint(files).await?;
-    match &spec.checkpoint {
+    // A config the estimator cannot read fails before any shard is read.
+    estimator::parse_hf_config(&what, &config).map_err(|source| SourceError::Malformed {
+        what: format!("{what}/config.json"),
+        source,
+    })?;
+    let checkpoint = read_checkpoint(files).await?;
+    match &checkpoint {
         Some(c) => {
             tracing::debug!(model = %what, tensors = c.tensors(), bytes = c.total_bytes(), "read safetensors headers")
         }
@@ -52,6 +67,18 @@ pub async fn resolve<F: ModelFiles>(files: &F, name: &str) -> Result<ModelSpec, 
             tracing::info!(model = %what, "no safetensors checkpoint; weights sized from the architecture")
         }
     }
+    Ok(ModelFacts { config, checkpoint })
+}
+
+/// The spec `facts` describe; `what` names their source in messages.
+pub fn spec_of(name: &str, what: &str, facts: &ModelFacts) -> Result<ModelSpec, SourceError> {
+    let mut spec = estimator::parse_hf_config(name, &facts.config).map_err(|source| {
+        SourceError::Malformed {
+            what: format!("{what}/config.json"),
+            source,
+        }
+    })?;
+    spec.checkpoint = facts.checkpoint.clone();
     Ok(spec)
 }
 

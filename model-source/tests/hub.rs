@@ -79,6 +79,7 @@ fn hub(endpoint: &str, token: Option<&str>) -> Hub {
         token: token.map(str::to_string),
         revision: "main".into(),
         timeout: Duration::from_millis(500),
+        cache: None,
     })
     .unwrap()
 }
@@ -246,6 +247,48 @@ async fn failures_say_what_went_wrong() {
     assert!(e.contains("not a Hugging Face model id"), "{e}");
     let long = format!("org/{}", "x".repeat(300));
     assert!(resolve(&hub, &long).await.is_err());
+}
+
+/// A restarted extender (a new registry) with the same cache directory
+/// sizes the models it knew without asking the Hub; another endpoint or a
+/// stale entry goes to the Hub again.
+#[tokio::test]
+async fn the_disk_cache_answers_after_a_restart() {
+    let s = standin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cached_hub = |endpoint: &str, max_age: Duration| {
+        let mut settings = hub(endpoint, None).settings().clone();
+        settings.cache = Some(model_source::DiskCache::new(dir.path(), 16, max_age).unwrap());
+        Hub::new(settings).unwrap()
+    };
+    let first = Registry::new(
+        cached_hub(&s.endpoint(), Duration::from_secs(3600)),
+        RegistrySettings::default(),
+    );
+    let spec = first.resolve(FINE_TUNE).await.unwrap();
+    let after_first = s.requests();
+    assert!(after_first > 0);
+    let restarted = Registry::new(
+        cached_hub(&s.endpoint(), Duration::from_secs(3600)),
+        RegistrySettings::default(),
+    );
+    let again = restarted.resolve(FINE_TUNE).await.unwrap();
+    assert_eq!(*again, *spec);
+    assert_eq!(s.requests(), after_first, "answered from disk");
+    // Entries older than the limit are read from the Hub again.
+    let strict = Registry::new(
+        cached_hub(&s.endpoint(), Duration::ZERO),
+        RegistrySettings::default(),
+    );
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    strict.resolve(FINE_TUNE).await.unwrap();
+    assert!(s.requests() > after_first);
+    // Another Hub is another key.
+    let elsewhere = Registry::new(
+        cached_hub("http://127.0.0.1:1", Duration::from_secs(3600)),
+        RegistrySettings::default(),
+    );
+    assert!(elsewhere.resolve(FINE_TUNE).await.is_err());
 }
 
 #[tokio::test]

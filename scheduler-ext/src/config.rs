@@ -90,6 +90,11 @@ pub struct Args {
     /// Limit of one request to the Hub in milliseconds [default: 10000].
     #[arg(long, env = "GPUPACK_EXT_HUB_TIMEOUT_MS")]
     pub hub_timeout_ms: Option<u64>,
+    /// Directory to keep what was read from the Hub in (a few KB per model,
+    /// at most 1024 models, each read again after a day), so that a restart
+    /// need not wait for the Hub [default: none].
+    #[arg(long, env = "GPUPACK_EXT_MODEL_CACHE_DIR")]
+    pub model_cache_dir: Option<PathBuf>,
 }
 
 /// The settings file; every key optional, unknown keys refused.
@@ -117,6 +122,7 @@ struct File {
     hf_endpoint: Option<String>,
     hub_offline: Option<bool>,
     hub_timeout_ms: Option<u64>,
+    model_cache_dir: Option<PathBuf>,
 }
 
 /// Whether logs are for people or for machines.
@@ -247,6 +253,16 @@ impl Config {
                     .or(file.hub_timeout_ms)
                     .unwrap_or(10_000),
             )?);
+            if let Some(dir) = args.model_cache_dir.or(file.model_cache_dir) {
+                hub.cache = Some(
+                    model_source::DiskCache::new(
+                        dir,
+                        model_source::DiskCache::MAX_ENTRIES,
+                        model_source::DiskCache::MAX_AGE,
+                    )
+                    .map_err(|e| invalid("model-cache-dir", e.to_string()))?,
+                );
+            }
             model_source::Hub::new(hub.clone())
                 .map_err(|e| invalid("hf-endpoint", e.to_string()))?;
             Some(hub)
@@ -397,5 +413,33 @@ mod tests {
         })
         .unwrap_err();
         assert!(e.to_string().starts_with("tls-client-ca:"), "{e}");
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let e = Config::resolve(Args {
+            model_cache_dir: Some(file.path().join("models")),
+            ..Args::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().starts_with("model-cache-dir:"), "{e}");
+    }
+
+    #[test]
+    fn the_model_cache_directory_is_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Config::resolve(Args {
+            model_cache_dir: Some(dir.path().join("models")),
+            ..Args::default()
+        })
+        .unwrap();
+        let cache = c.hub.unwrap().cache.unwrap();
+        assert!(cache.dir().is_dir());
+        // Offline, nothing is read from the Hub and no cache is made.
+        let c = Config::resolve(Args {
+            model_cache_dir: Some(dir.path().join("unused")),
+            hub_offline: Some(true),
+            ..Args::default()
+        })
+        .unwrap();
+        assert!(c.hub.is_none());
+        assert!(!dir.path().join("unused").exists());
     }
 }

@@ -69,6 +69,7 @@ fn registry(endpoint: &str) -> Registry {
         token: None,
         revision: "main".into(),
         timeout: Duration::from_secs(2),
+        cache: None,
     })
     .unwrap();
     Registry::new(hub, RegistrySettings::default())
