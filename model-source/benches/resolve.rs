@@ -1,6 +1,7 @@
 //! Cold vs cached sizing of a model against the Hub stand-in on localhost:
 //! a cold resolution reads `config.json`, the safetensors index and every
-//! shard's header by range; a cached one is a map lookup.
+//! shard's header by range; a cached one is a map lookup; after a restart
+//! with the disk cache, a resolution reads one small file.
 //!
 //! `cargo bench -p model-source --bench resolve [-- --shards N --rounds N]`
 
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use hub_standin::checkpoint::{Scheme, llama_tensors};
 use hub_standin::{HubStandin, Repo, checkpoint_files};
-use model_source::{Hub, HubSettings, Lookup, ModelLookup, Registry, RegistrySettings};
+use model_source::{DiskCache, Hub, HubSettings, Lookup, ModelLookup, Registry, RegistrySettings};
 
 /// A Llama 3.1 70B layout, as the public config describes it.
 const CONFIG: &str = r#"{"architectures": ["LlamaForCausalLM"], "model_type": "llama",
@@ -47,14 +48,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     let standin = HubStandin::start(repos).await?;
-    let hub = Hub::new(HubSettings {
+    let disk = tempfile::tempdir()?;
+    let settings = HubSettings {
         endpoint: standin.endpoint(),
         token: None,
         revision: "main".into(),
         timeout: Duration::from_secs(10),
-        cache: None,
-    })?;
-    let registry = Registry::new(hub, RegistrySettings::default());
+        cache: Some(DiskCache::new(
+            disk.path(),
+            DiskCache::MAX_ENTRIES,
+            DiskCache::MAX_AGE,
+        )?),
+    };
+    let registry = Registry::new(Hub::new(settings.clone())?, RegistrySettings::default());
     let mut cold = Vec::new();
     for i in 0..rounds {
         let started = Instant::now();
@@ -75,6 +81,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         cached.push(started.elapsed() / 1000);
     }
+    // A restart: a new registry, the same disk cache.
+    let restarted = Registry::new(Hub::new(settings)?, RegistrySettings::default());
+    let mut from_disk = Vec::new();
+    for i in 0..rounds {
+        let started = Instant::now();
+        restarted
+            .resolve(&format!("bench/llama-70b-finetune-{i}"))
+            .await?;
+        from_disk.push(started.elapsed());
+    }
+    if standin.requests() != requests {
+        return Err("the restarted registry asked the Hub".into());
+    }
     println!(
         "Llama-3.1-70B layout, {} tensors in {shards} shards, localhost Hub stand-in, {rounds} models",
         tensors.len()
@@ -85,5 +104,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         requests / rounds as u64
     );
     println!("cached lookup: median {:?}", median(cached));
+    println!(
+        "after a restart, from the disk cache: median {:?}, 0 requests",
+        median(from_disk)
+    );
     Ok(())
 }
