@@ -305,15 +305,32 @@ impl Ledger {
     }
 
     /// Binds a policy (and, for `fgd` and `gpupack`, the typical pod mix) to
-    /// this ledger. Rebuild it when the typical mix changes.
+    /// this ledger. Rebuild it when the typical mix changes, or when
+    /// [`Ledger::scorer_key`] does.
     pub fn scorer(&self, policy: Policy, typical: &TypicalPods) -> Scorer {
+        Scorer::new(policy, typical, &self.models, &self.gpu_totals())
+    }
+
+    /// What a [`Scorer`] takes from the ledger (its GPU models and GPU
+    /// sizes), hashed: while it is unchanged, so is the scorer for a given
+    /// policy and mix, whatever pods come and go.
+    pub fn scorer_key(&self) -> u64 {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let mut totals = self.gpu_totals();
+        totals.sort_unstable();
+        BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+            .hash_one((&self.models, totals))
+    }
+
+    /// The distinct GPU sizes, in the order nodes bring them.
+    fn gpu_totals(&self) -> Vec<u64> {
         let mut totals: Vec<u64> = Vec::new();
         for g in self.nodes.iter().flatten().flat_map(|n| &n.gpus) {
             if !totals.contains(&g.total) {
                 totals.push(g.total);
             }
         }
-        Scorer::new(policy, typical, &self.models, &totals)
+        totals
     }
 
     /// Filter: does the pod fit on the node now, and if not, why and whether

@@ -117,6 +117,35 @@ pub struct ClusterState {
     /// Bound pods changed since the typical mix was derived.
     typical_stale: bool,
     scorer: Scorer,
+    /// [`Ledger::scorer_key`] when the scorer was built; `None`: rebuild.
+    scorer_key: Option<u64>,
+    /// Filter and prioritize answers kept across requests.
+    verdicts: std::sync::Mutex<Verdicts>,
+}
+
+/// Filter and prioritize answers by node state (its [`Signature`]) and
+/// demand, kept across requests: the replicas of a Deployment meet the same
+/// node states one after another, all but the few nodes that changed, so a
+/// large cluster costs a lookup per node rather than a fit or a score. Valid
+/// while the scorer is unchanged; cleared when it is rebuilt, and when full.
+#[derive(Default)]
+struct Verdicts {
+    fits: HashMap<(u64, u64), Result<(), (String, bool)>>,
+    scores: HashMap<(u64, u64), Option<f64>>,
+}
+
+impl Verdicts {
+    /// Entries kept of each kind before starting over.
+    const MAX: usize = 1 << 16;
+
+    fn make_room(&mut self) {
+        if self.fits.len() >= Self::MAX {
+            self.fits.clear();
+        }
+        if self.scores.len() >= Self::MAX {
+            self.scores.clear();
+        }
+    }
 }
 
 /// A node's shape and what each pod holds there, hashed. Nodes with equal
@@ -238,6 +267,7 @@ impl ClusterState {
         let ledger = Ledger::new();
         let typical = default_typical();
         let scorer = ledger.scorer(policy, &typical);
+        let ledger_key = ledger.scorer_key();
         ClusterState {
             ledger,
             nodes: HashMap::new(),
@@ -254,7 +284,9 @@ impl ClusterState {
             typical_pods: 0,
             mix: PodMix::default(),
             typical_stale: false,
+            scorer_key: Some(ledger_key),
             scorer,
+            verdicts: Default::default(),
         }
     }
 
@@ -841,6 +873,7 @@ impl ClusterState {
         self.typical_pods = demands.len();
         if typical != self.typical {
             self.typical = typical;
+            self.scorer_key = None;
             self.rebuild_scorer();
         }
     }
@@ -860,8 +893,21 @@ impl ClusterState {
         self.typical_pods
     }
 
+    /// Rebuilds the scorer when what it depends on changed (the mix, or the
+    /// ledger's GPU models and sizes), and with it forgets every verdict.
     fn rebuild_scorer(&mut self) {
+        let key = self.ledger.scorer_key();
+        if self.scorer_key == Some(key) {
+            return;
+        }
         self.scorer = self.ledger.scorer(self.policy, &self.typical);
+        self.scorer_key = Some(key);
+        let verdicts = self.verdicts.get_mut().unwrap_or_else(|e| e.into_inner());
+        *verdicts = Verdicts::default();
+    }
+
+    fn verdicts(&self) -> std::sync::MutexGuard<'_, Verdicts> {
+        self.verdicts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// kube-scheduler's filter: every candidate node the pod fits on now,
@@ -872,20 +918,24 @@ impl ClusterState {
             out.feasible = candidates.iter().map(|s| s.to_string()).collect();
             return out;
         }
-        let mut demands: Vec<(u64, PodDemand)> = Vec::new();
-        let mut memo: HashMap<u64, Result<(), (String, bool)>> = HashMap::new();
+        let mut demands: Vec<(u64, PodDemand, u64)> = Vec::new();
+        let mut verdicts = self.verdicts();
+        verdicts.make_room();
         for name in candidates {
             let fit = match self.sigs.get(*name) {
-                Some(sig) => memo
-                    .entry(sig.value)
-                    .or_insert_with(|| {
-                        let demand = demand_for(&mut demands, needs, sig.unit);
-                        let prep = self.ledger.prepare(demand);
-                        self.ledger
-                            .check(sig.id, &prep)
-                            .map_err(|u| (u.to_string(), u.permanent))
-                    })
-                    .clone(),
+                Some(sig) => {
+                    let (demand, key) = demand_for(&mut demands, needs, sig.unit);
+                    verdicts
+                        .fits
+                        .entry((sig.value, key))
+                        .or_insert_with(|| {
+                            let prep = self.ledger.prepare(demand);
+                            self.ledger
+                                .check(sig.id, &prep)
+                                .map_err(|u| (u.to_string(), u.permanent))
+                        })
+                        .clone()
+                }
                 None => Err(self.missing(name)),
             };
             match fit {
@@ -939,16 +989,17 @@ impl ClusterState {
                 })
                 .collect();
         }
-        let mut demands: Vec<(u64, PodDemand)> = Vec::new();
-        let mut memo: HashMap<u64, Option<f64>> = HashMap::new();
+        let mut demands: Vec<(u64, PodDemand, u64)> = Vec::new();
+        let mut verdicts = self.verdicts();
+        verdicts.make_room();
         let mut raw: Vec<Option<f64>> = Vec::with_capacity(candidates.len());
         for name in candidates {
             let Some(sig) = self.sigs.get(*name) else {
                 raw.push(None);
                 continue;
             };
-            let mut score = || {
-                let demand = demand_for(&mut demands, needs, sig.unit);
+            let (demand, key) = demand_for(&mut demands, needs, sig.unit);
+            let score = || {
                 let prep = self.ledger.prepare(demand);
                 self.ledger.score(sig.id, &prep, &self.scorer).ok()
             };
@@ -956,7 +1007,10 @@ impl ClusterState {
             let s = if self.policy == Policy::FirstFit {
                 score()
             } else {
-                *memo.entry(sig.value).or_insert_with(score)
+                *verdicts
+                    .scores
+                    .entry((sig.value, key))
+                    .or_insert_with(score)
             };
             // A node still admitting an alike pod ranks last (see filter).
             let s = s.filter(|_| self.awaiting_on(name, needs).is_none());
@@ -1138,19 +1192,23 @@ impl ClusterState {
 }
 
 /// The pod's demand on nodes with this memory unit, made once per unit.
+/// The pod's demand on nodes of memory unit `unit`, and its hash (the
+/// verdicts' key), made once per unit.
 fn demand_for<'d>(
-    demands: &'d mut Vec<(u64, PodDemand)>,
+    demands: &'d mut Vec<(u64, PodDemand, u64)>,
     needs: &PodNeeds,
     unit: u64,
-) -> &'d PodDemand {
-    let pos = match demands.iter().position(|(u, _)| *u == unit) {
+) -> (&'d PodDemand, u64) {
+    let pos = match demands.iter().position(|(u, _, _)| *u == unit) {
         Some(p) => p,
         None => {
-            demands.push((unit, needs.demand(unit)));
+            let demand = needs.demand(unit);
+            let key = hash_of(&demand);
+            demands.push((unit, demand, key));
             demands.len() - 1
         }
     };
-    &demands[pos].1
+    (&demands[pos].1, demands[pos].2)
 }
 
 /// The demand that would take exactly what an allocation holds (for the
@@ -1552,7 +1610,59 @@ mod tests {
         assert!(s.trim_victims("b", &n, 10, &["z"]).is_err(), "unknown node");
     }
 
+    impl ClusterState {
+        fn forget_verdicts(&self) {
+            *self.verdicts() = Verdicts::default();
+        }
+    }
+
     proptest! {
+        /// Filter and prioritize answered from the verdicts kept across
+        /// requests equal the answers computed afresh, after every bind,
+        /// release, inventory change and change of the typical mix.
+        #[test]
+        fn kept_verdicts_are_never_stale(ops in proptest::collection::vec((0u8..5, 0usize..3, 1u32..4, proptest::option::of(1u64..60)), 1..40)) {
+            let names = ["a", "b", "c"];
+            let mut s = state(&[("a", 4), ("b", 4), ("c", 2)]);
+            let mut live: Vec<String> = Vec::new();
+            let probes = [needs(1, Some(30)), needs(2, None), needs(1, None), needs(3, Some(90))];
+            for (i, (op, node, gpus, units)) in ops.into_iter().enumerate() {
+                let uid = format!("p{i}");
+                match op {
+                    0 | 1 => {
+                        let n = needs(gpus, units.map(|u| u * gpus as u64));
+                        if s.filter(&n, &[names[node]]).feasible.is_empty() { continue; }
+                        bind(&mut s, names[node], &uid, gpus, units.map(|u| u * gpus as u64));
+                        live.push(uid);
+                    }
+                    2 if !live.is_empty() => {
+                        let uid = live.remove(node % live.len());
+                        s.remove_pod(&PodKey::new("ns", &uid, &uid));
+                    }
+                    3 => {
+                        // Pods waiting change the typical mix: the scorer,
+                        // and with it every verdict, is new.
+                        s.note_pending_demand(&uid, Some(needs(gpus, units.map(|u| u * gpus as u64)).demand(1 << 30)));
+                        let before = s.typical().clone();
+                        s.refresh_typical_if_changed();
+                        if s.typical() != &before {
+                            prop_assert!(s.verdicts().scores.is_empty() && s.verdicts().fits.is_empty());
+                        }
+                    }
+                    _ => {
+                        s.remove_inventory(names[node]);
+                        s.apply_inventory(&inventory(names[node], if node == 2 { 2 } else { 4 }), 0);
+                    }
+                }
+                for probe in &probes {
+                    let (filtered, scored) = (s.filter(probe, &names), s.prioritize(probe, &names));
+                    s.forget_verdicts();
+                    prop_assert_eq!(&filtered, &s.filter(probe, &names));
+                    prop_assert_eq!(&scored, &s.prioritize(probe, &names));
+                }
+            }
+        }
+
         /// Whatever is bound and released, what the ledger holds is exactly
         /// the sum of the live assignments, and releasing everything gives
         /// back an empty cluster.
