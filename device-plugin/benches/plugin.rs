@@ -162,6 +162,7 @@ async fn allocate_latency(pods: usize) {
                             memory_bytes: 8 << 30,
                         }],
                         mig: vec![],
+                        engine: None,
                     }],
                 }),
                 containers: vec![ContainerRequests {

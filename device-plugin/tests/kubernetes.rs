@@ -36,6 +36,7 @@ fn share(inv: &NodeInventory, name: &str, gpus: &[(u32, u64)]) -> ContainerAssig
             })
             .collect(),
         mig: vec![],
+        engine: None,
     }
 }
 

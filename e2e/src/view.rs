@@ -349,6 +349,21 @@ impl ClusterView {
                             }
                         }
                     }
+                    // A sized engine gets the extender's flag and KV bytes.
+                    if let Some(e) = ca.engine {
+                        let want = [
+                            (
+                                env::GPU_MEMORY_UTILIZATION,
+                                env::fraction_text(u64::from(e.memory_flag)),
+                            ),
+                            (env::KV_CACHE_BYTES, e.kv_cache_bytes.to_string()),
+                        ];
+                        for (name, value) in want {
+                            if c.env(name) != Some(value.as_str()) {
+                                problems.push(format!("{name}={:?}, sized {value}", c.env(name)));
+                            }
+                        }
+                    }
                     if !problems.is_empty() {
                         f.env_mismatches.push(format!(
                             "{} {}: {}",

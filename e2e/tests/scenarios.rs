@@ -955,6 +955,28 @@ async fn a_model_outside_the_catalog_is_sized_from_the_hub_and_lands() {
         "the pod holds {held:?}; its files call for {} GiB",
         expected / gib
     );
+    // vLLM 0.19 keeps its CUDA context and graphs outside
+    // --gpu-memory-utilization: the flag handed over (checked against the
+    // container's environment by assert_clean) leaves room for them.
+    let gpu_total = view.inventories[0]
+        .spec
+        .gpu(&a.containers[0].gpus[0].uuid)
+        .unwrap()
+        .memory_bytes;
+    let sized = a.containers[0]
+        .engine
+        .expect("the server's engine is sized");
+    assert_eq!(
+        sized.memory_flag,
+        e.memory_flag(expected, gpu_total).ten_thousandths()
+    );
+    let outside = e.overhead_detail.runtime_bytes + e.overhead_detail.cuda_graph_bytes;
+    assert!(
+        u64::from(sized.memory_flag) * gpu_total / 10_000 + outside <= expected,
+        "flag {} lets vLLM hold more than the grant",
+        sized.memory_flag
+    );
+    assert_eq!(sized.kv_cache_bytes, e.per_gpu.kv_cache_bytes);
 }
 
 /// An air-gapped cluster: no Hub, the model's `config.json` and safetensors

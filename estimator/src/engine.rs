@@ -82,6 +82,40 @@ pub struct EngineProfile {
     pub default_max_num_batched_tokens: u64,
     /// Sequences in one decode step when the user sets none.
     pub default_max_num_seqs: u64,
+    /// How the engine's memory flag divides the GPU.
+    pub memory_flag: MemoryFlag,
+}
+
+/// What an engine's memory flag (`--gpu-memory-utilization`,
+/// `--mem-fraction-static`, `--cuda-memory-fraction`) stands for, and which
+/// of the estimate's terms the engine allocates outside it. A flag set to
+/// the grant's share of the GPU would let the engine hold those terms on
+/// top of the grant, at the expense of the pods beside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemoryFlag {
+    /// vLLM: the flag times the GPU's memory is the process's budget, and
+    /// the KV pool is that budget less weights, the profiled activation
+    /// peak and non-torch memory. V1 starts counting after its CUDA context
+    /// ("Free memory on device 78.57/79.18 GiB" at start-up, before the
+    /// budget is taken); releases before 0.21 capture CUDA graphs after
+    /// sizing the pool, outside the budget
+    /// (<https://github.com/vllm-project/vllm/issues/17549>), and 0.21
+    /// profiles them into it ("CUDA graph memory profiling is enabled
+    /// (default since v0.21.0)",
+    /// <https://github.com/gpustack/runner/pull/251>).
+    Budget {
+        runtime_outside: bool,
+        cuda_graphs_outside: bool,
+    },
+    /// SGLang (`--mem-fraction-static`) and TGI (`--cuda-memory-fraction`):
+    /// the KV pool takes the memory free after loading less (1 − flag) of
+    /// the GPU's total, which must hold what the engine allocates after the
+    /// pool (activations and CUDA graphs). Free memory already excludes the
+    /// pods beside it, and the token cap the flags also set
+    /// (`--max-total-tokens`, `--max-batch-total-tokens`) keeps the pool to
+    /// the plan.
+    Headroom,
 }
 
 /// The logits buffer of the engine's profiling run, which sets the
@@ -124,6 +158,12 @@ pub const VLLM_V0: EngineProfile = EngineProfile {
     logits: Logits::SampledRows,
     default_max_num_batched_tokens: 8192,
     default_max_num_seqs: 256,
+    // V0 counts its non-torch memory within the budget ("non_torch_memory
+    // takes 0.39GiB" in its budget line) and captures graphs after.
+    memory_flag: MemoryFlag::Budget {
+        runtime_outside: false,
+        cuda_graphs_outside: true,
+    },
 };
 
 /// vLLM V1 from 0.8 to 0.16. Its profiling run computes logits for the
@@ -149,6 +189,10 @@ pub const VLLM_V1_EARLY: EngineProfile = EngineProfile {
     collective_bytes: gib_hundredths(100),
     cuda_graph_floor_bytes: gib_hundredths(100),
     logits: Logits::BatchBytesPerEntry(5),
+    memory_flag: MemoryFlag::Budget {
+        runtime_outside: true,
+        cuda_graphs_outside: true,
+    },
     ..VLLM_V0
 };
 
@@ -166,6 +210,16 @@ pub const VLLM_V1: EngineProfile = EngineProfile {
     collective_bytes: gib_hundredths(200),
     logits: Logits::BatchBytesPerEntry(2),
     ..VLLM_V1_EARLY
+};
+
+/// vLLM V1 from 0.21: the figures of [`VLLM_V1`], with CUDA graphs
+/// profiled into the budget of `--gpu-memory-utilization`.
+pub const VLLM_V1_GRAPHS_PROFILED: EngineProfile = EngineProfile {
+    memory_flag: MemoryFlag::Budget {
+        runtime_outside: true,
+        cuda_graphs_outside: false,
+    },
+    ..VLLM_V1
 };
 
 /// vLLM when no version is named: each term the larger of the V1 releases',
@@ -194,6 +248,7 @@ pub const SGLANG: EngineProfile = EngineProfile {
     logits: Logits::SampledRows,
     default_max_num_batched_tokens: 8192,
     default_max_num_seqs: 256,
+    memory_flag: MemoryFlag::Headroom,
 };
 
 /// TGI shards like vLLM (its flash layers pad vocabularies the same way) but
@@ -202,6 +257,7 @@ pub const SGLANG: EngineProfile = EngineProfile {
 pub const TGI: EngineProfile = EngineProfile {
     honours_sliding_window: false,
     mxfp4_intermediate_alignment: 1,
+    memory_flag: MemoryFlag::Headroom,
     ..VLLM_V0
 };
 
@@ -277,13 +333,15 @@ impl EngineRelease {
     }
 
     /// The memory figures of this release: vLLM's by release (V0 before
-    /// 0.8, V1 before 0.17, V1 from 0.17; the largest of the V1 figures
-    /// when no release is named); SGLang's and TGI's are one each.
+    /// 0.8, V1 before 0.17, V1 from 0.17, with graphs in the budget from
+    /// 0.21; the largest of the V1 figures when no release is named);
+    /// SGLang's and TGI's are one each.
     pub fn profile(&self) -> &'static EngineProfile {
         match (self.engine, self.version) {
             (Engine::Vllm, Some(v)) if v < Version::new(0, 8) => &VLLM_V0,
             (Engine::Vllm, Some(v)) if v < Version::new(0, 17) => &VLLM_V1_EARLY,
-            (Engine::Vllm, Some(_)) => &VLLM_V1,
+            (Engine::Vllm, Some(v)) if v < Version::new(0, 21) => &VLLM_V1,
+            (Engine::Vllm, Some(_)) => &VLLM_V1_GRAPHS_PROFILED,
             (engine, _) => engine.profile(),
         }
     }
@@ -372,9 +430,20 @@ mod tests {
         assert_eq!(at("0.8"), VLLM_V1_EARLY);
         assert_eq!(at("0.16.1"), VLLM_V1_EARLY);
         assert_eq!(at("0.17"), VLLM_V1);
-        assert_eq!(at("1.2"), VLLM_V1);
+        assert_eq!(at("0.20.2"), VLLM_V1);
+        assert_eq!(at("0.21"), VLLM_V1_GRAPHS_PROFILED);
+        assert_eq!(at("1.2"), VLLM_V1_GRAPHS_PROFILED);
         let any = *EngineRelease::new(Engine::Vllm).profile();
-        for v1 in [VLLM_V1_EARLY, VLLM_V1] {
+        // With no release named, the flag leaves room for everything any
+        // V1 release holds outside it.
+        assert_eq!(
+            any.memory_flag,
+            MemoryFlag::Budget {
+                runtime_outside: true,
+                cuda_graphs_outside: true
+            }
+        );
+        for v1 in [VLLM_V1_EARLY, VLLM_V1, VLLM_V1_GRAPHS_PROFILED] {
             assert!(any.runtime_bytes >= v1.runtime_bytes);
             assert!(any.collective_bytes >= v1.collective_bytes);
             assert!(any.cuda_graph_floor_bytes >= v1.cuda_graph_floor_bytes);

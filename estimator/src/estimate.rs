@@ -5,7 +5,7 @@ use serde::Serialize;
 use crate::arch::Architecture;
 use crate::catalog::{self, ModelSpec};
 use crate::dtype::{DType, KvCacheDtype};
-use crate::engine::{Engine, EngineProfile, EngineRelease, Logits};
+use crate::engine::{Engine, EngineProfile, EngineRelease, Logits, MemoryFlag};
 use crate::error::EstimateError;
 use crate::kv::{LayerSplit, kv_bytes_per_token_per_layer, kv_cache_bytes};
 use crate::quant::{Quantization, WeightFormat};
@@ -182,6 +182,68 @@ impl Estimate {
     /// GPUs the server spans: the `gpupack.io/gpu` request.
     pub fn gpu_count(&self) -> u32 {
         self.tensor_parallel_size
+    }
+
+    /// The engine's memory flag for a grant of `grant_bytes` on a GPU of
+    /// `gpu_bytes` (at least this estimate's total): the largest value, in
+    /// ten-thousandths, that keeps the engine within the grant once it has
+    /// allocated what it holds outside the flag ([`MemoryFlag`]).
+    pub fn memory_flag(&self, grant_bytes: u64, gpu_bytes: u64) -> Fraction {
+        let o = &self.overhead_detail;
+        match self.engine.profile().memory_flag {
+            MemoryFlag::Budget {
+                runtime_outside,
+                cuda_graphs_outside,
+            } => {
+                let outside = if runtime_outside { o.runtime_bytes } else { 0 }
+                    + if cuda_graphs_outside {
+                        o.cuda_graph_bytes
+                    } else {
+                        0
+                    };
+                Fraction::floor(grant_bytes.saturating_sub(outside), gpu_bytes)
+            }
+            MemoryFlag::Headroom => {
+                let after_pool = self.per_gpu.activation_bytes + o.cuda_graph_bytes;
+                Fraction::floor(gpu_bytes.saturating_sub(after_pool), gpu_bytes)
+            }
+        }
+    }
+}
+
+/// A share of a GPU's memory in ten-thousandths, written as the engines'
+/// memory flags take it (`0.4521`): finer than hundredths, which on a
+/// 141 GiB GPU would move a grant by 1.4 GiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Fraction(u32);
+
+impl Fraction {
+    /// The whole GPU.
+    pub const WHOLE: Fraction = Fraction(10_000);
+
+    /// `part / whole`, rounded down, at most [`Fraction::WHOLE`]; nothing
+    /// of a GPU without memory.
+    pub fn floor(part: u64, whole: u64) -> Fraction {
+        if whole == 0 {
+            return Fraction(0);
+        }
+        let t = (u128::from(part) * 10_000 / u128::from(whole)).min(10_000);
+        Fraction(t as u32)
+    }
+
+    /// From ten-thousandths, at most [`Fraction::WHOLE`].
+    pub fn from_ten_thousandths(t: u32) -> Fraction {
+        Fraction(t.min(10_000))
+    }
+
+    pub fn ten_thousandths(self) -> u32 {
+        self.0
+    }
+}
+
+impl std::fmt::Display for Fraction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{:04}", self.0 / 10_000, self.0 % 10_000)
     }
 }
 

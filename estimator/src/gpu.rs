@@ -176,12 +176,6 @@ pub fn fit(
     })
 }
 
-/// `part / whole` rounded up to hundredths, as the engines' fraction flags take.
-fn fraction(part: u64, whole: u64) -> String {
-    let hundredths = (u128::from(part) * 100).div_ceil(u128::from(whole.max(1)));
-    format!("{}.{:02}", hundredths / 100, hundredths % 100)
-}
-
 fn engine_flags(
     e: &Estimate,
     params: &ServingParams,
@@ -194,6 +188,8 @@ fn engine_flags(
         .then(|| e.quantization.vllm_name())
         .flatten();
     let seqs = params.max_num_seqs;
+    // The flag that holds the engine to this estimate on the GPU.
+    let memory_flag = e.memory_flag(p.total_bytes, gpu_memory_bytes);
     match e.engine.engine {
         Engine::Vllm => {
             common.push(format!("--tensor-parallel-size {}", e.tensor_parallel_size));
@@ -208,10 +204,7 @@ fn engine_flags(
                 common.push(format!("--quantization {q}"));
             }
             let mut flags = common.clone();
-            flags.push(format!(
-                "--gpu-memory-utilization {}",
-                fraction(p.total_bytes, gpu_memory_bytes)
-            ));
+            flags.push(format!("--gpu-memory-utilization {memory_flag}"));
             let mut alt = common;
             alt.push(format!("--kv-cache-memory-bytes {}", p.kv_cache_bytes));
             (flags, alt)
@@ -229,21 +222,14 @@ fn engine_flags(
             if let Some(q) = quant_flag {
                 common.push(format!("--quantization {q}"));
             }
-            // SGLang's static fraction covers weights and the KV pool.
-            common.push(format!(
-                "--mem-fraction-static {}",
-                fraction(p.weights_bytes + p.kv_cache_bytes, gpu_memory_bytes)
-            ));
+            common.push(format!("--mem-fraction-static {memory_flag}"));
             (common, Vec::new())
         }
         Engine::Tgi => {
             common.push(format!("--num-shard {}", e.tensor_parallel_size));
             common.push(format!("--max-total-tokens {}", e.max_model_len));
             common.push(format!("--max-batch-total-tokens {}", e.kv_cache_tokens));
-            common.push(format!(
-                "--cuda-memory-fraction {}",
-                fraction(p.total_bytes, gpu_memory_bytes)
-            ));
+            common.push(format!("--cuda-memory-fraction {memory_flag}"));
             (common, Vec::new())
         }
     }
@@ -252,13 +238,6 @@ fn engine_flags(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fraction_rounds_up() {
-        assert_eq!(fraction(50, 100), "0.50");
-        assert_eq!(fraction(501, 1000), "0.51");
-        assert_eq!(fraction(150, 100), "1.50");
-    }
 
     #[test]
     fn gpu_lookup_by_alias_and_suggestions() {

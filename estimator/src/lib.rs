@@ -41,11 +41,11 @@ pub use arch::{
 pub use catalog::{CATALOG, CatalogEntry, ModelSpec, lookup};
 pub use checkpoint::{CheckpointWeights, DtypeTally, quantization_named_in};
 pub use dtype::{DType, KvCacheDtype};
-pub use engine::{Engine, EngineRelease, Version};
+pub use engine::{Engine, EngineRelease, MemoryFlag, Version};
 pub use error::{EstimateError, ParseError};
 pub use estimate::{
-    Estimate, Overhead, PerGpu, ServingField, ServingParams, ServingText, ServingTextError,
-    estimate, estimate_catalog_model,
+    Estimate, Fraction, Overhead, PerGpu, ServingField, ServingParams, ServingText,
+    ServingTextError, estimate, estimate_catalog_model,
 };
 pub use gpu::{Fit, GPUS, Gpu, fit, lookup_gpu};
 pub use hf_config::parse_hf_config;

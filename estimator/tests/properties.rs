@@ -1,7 +1,10 @@
 //! Invariants over the whole catalog.
 #![allow(clippy::unwrap_used)]
 
-use estimator::{CATALOG, KvCacheDtype, ServingParams, estimate};
+use estimator::{
+    CATALOG, Engine, EngineRelease, Fraction, KvCacheDtype, MemoryFlag, ServingParams, Version,
+    estimate,
+};
 use proptest::prelude::*;
 
 fn valid_tps(entry: &estimator::CatalogEntry) -> Vec<u32> {
@@ -57,5 +60,50 @@ proptest! {
         prop_assert_eq!(g.weights_bytes, e.weights_detail.total());
         let o = e.overhead_detail;
         prop_assert_eq!(g.overhead_bytes, o.runtime_bytes + o.collective_bytes + o.cuda_graph_bytes);
+    }
+
+    /// The memory flag for a grant keeps the engine within the grant on a
+    /// GPU shared with others, and gives away no more than a ten-thousandth
+    /// of the GPU: a vLLM budget plus what vLLM holds outside it fits the
+    /// grant; SGLang's and TGI's headroom holds what they allocate after
+    /// the KV pool.
+    #[test]
+    fn memory_flags_hold_the_engine_to_its_grant(
+        i in 0..CATALOG.len(),
+        engine in 0usize..6,
+        extra in 0u64..(64 << 30),
+        room in 0u64..(200 << 30),
+    ) {
+        let release = [
+            EngineRelease::new(Engine::Vllm),
+            "vllm@0.6".parse().unwrap(),
+            "vllm@0.11".parse().unwrap(),
+            EngineRelease { engine: Engine::Vllm, version: Some(Version::new(0, 21)) },
+            EngineRelease::new(Engine::Sglang),
+            EngineRelease::new(Engine::Tgi),
+        ][engine];
+        let len = CATALOG[i].arch.max_position_embeddings.min(4096);
+        let p = ServingParams { engine: release, max_model_len: Some(len), ..Default::default() };
+        let e = estimate(&CATALOG[i].spec(), &p).unwrap();
+        let grant = e.total_bytes() + extra;
+        let gpu = grant + room;
+        let flag = e.memory_flag(grant, gpu);
+        prop_assert!(flag <= Fraction::WHOLE);
+        let share = u128::from(flag.ten_thousandths()) * u128::from(gpu) / 10_000;
+        let step = u128::from(gpu) / 10_000 + 1;
+        let o = e.overhead_detail;
+        match release.profile().memory_flag {
+            MemoryFlag::Budget { runtime_outside, cuda_graphs_outside } => {
+                let outside = u128::from(if runtime_outside { o.runtime_bytes } else { 0 })
+                    + u128::from(if cuda_graphs_outside { o.cuda_graph_bytes } else { 0 });
+                prop_assert!(share + outside <= u128::from(grant), "{release}: {share} + {outside} > {grant}");
+                prop_assert!(share + outside + step > u128::from(grant), "{release}: gives away more than a step");
+            }
+            MemoryFlag::Headroom => {
+                let after = u128::from(e.per_gpu.activation_bytes + o.cuda_graph_bytes);
+                prop_assert!(u128::from(gpu) - share >= after, "{release}: headroom below {after}");
+                prop_assert!(u128::from(gpu) - share < after + step);
+            }
+        }
     }
 }

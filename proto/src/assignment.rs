@@ -77,6 +77,26 @@ pub struct ContainerAssignment {
     /// MIG instances.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mig: Vec<AssignedMig>,
+    /// Set when the container's memory was sized from the pod's model
+    /// annotations: how its engine should size itself within the grant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<EngineSizing>,
+}
+
+/// What the extender sized a model server for. The device plugin passes it
+/// to the container ([`crate::resources::env`]), so that the engine holds
+/// the grant and no more: a memory flag set to the grant's share of the GPU
+/// would let the engine allocate its CUDA context and graphs on top.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub struct EngineSizing {
+    /// The engine's memory flag (`--gpu-memory-utilization`,
+    /// `--mem-fraction-static`, `--cuda-memory-fraction`) for this grant on
+    /// these GPUs, in ten-thousandths: 1 to 10000.
+    pub memory_flag: u32,
+    /// The KV-cache bytes per GPU the estimate planned (vLLM's
+    /// `--kv-cache-memory-bytes`).
+    pub kv_cache_bytes: u64,
 }
 
 /// A share of one physical GPU.
@@ -105,10 +125,11 @@ pub struct AssignedMig {
 
 impl ContainerAssignment {
     /// Whether two containers hold the very same devices: the same GPUs
-    /// with the same memory on each, and the same MIG instances. The device
-    /// plugin cannot tell such containers apart and need not: either may
-    /// take either's devices. The extender's bind and the plugin's handoff
-    /// both rely on this one definition.
+    /// with the same memory on each, and the same MIG instances, sized for
+    /// the same engine settings (which the plugin hands over with them).
+    /// The device plugin cannot tell such containers apart and need not:
+    /// either may take either's devices. The extender's bind and the
+    /// plugin's handoff both rely on this one definition.
     pub fn interchangeable_with(&self, other: &ContainerAssignment) -> bool {
         fn held(c: &ContainerAssignment) -> (Vec<(&str, u64)>, Vec<&str>) {
             let mut gpus: Vec<(&str, u64)> = c
@@ -121,7 +142,7 @@ impl ContainerAssignment {
             mig.sort_unstable();
             (gpus, mig)
         }
-        held(self) == held(other)
+        self.engine == other.engine && held(self) == held(other)
     }
 
     /// Whether the device plugin could mistake one container for the other
@@ -209,6 +230,18 @@ impl PodAssignment {
                     "assigns neither GPUs nor MIG instances",
                 );
             }
+            if let Some(e) = &c.engine {
+                let f = |n: &str| format!("containers[{i}].engine.{n}");
+                if c.gpus.is_empty() {
+                    return bad(f("memoryFlag"), "is for a container with GPUs");
+                }
+                if e.memory_flag == 0 || e.memory_flag > 10_000 {
+                    return bad(f("memoryFlag"), "must be 1 to 10000 ten-thousandths");
+                }
+                if e.kv_cache_bytes > MAX_GPU_MEMORY_BYTES {
+                    return bad(f("kvCacheBytes"), "must be at most 1 TiB");
+                }
+            }
             let mut uuids = HashSet::new();
             for (j, g) in c.gpus.iter().enumerate() {
                 let f = |n: &str| format!("containers[{i}].gpus[{j}].{n}");
@@ -255,6 +288,7 @@ mod tests {
                     memory_bytes: 20 << 30,
                 }],
                 mig: vec![],
+                engine: None,
             }],
         }
     }
@@ -326,11 +360,67 @@ mod tests {
             name: name.into(),
             gpus,
             mig: vec![],
+            engine: None,
         };
         let a = c("a", vec![gpu("GPU-1", 20), gpu("GPU-2", 20)]);
         assert!(a.interchangeable_with(&c("b", vec![gpu("GPU-2", 20), gpu("GPU-1", 20)])));
         assert!(!a.interchangeable_with(&c("a", vec![gpu("GPU-1", 20), gpu("GPU-3", 20)])));
         assert!(!a.interchangeable_with(&c("a", vec![gpu("GPU-1", 20), gpu("GPU-2", 21)])));
         assert!(!a.interchangeable_with(&c("a", vec![gpu("GPU-1", 20)])));
+        // Sized for another engine setting: the same devices, but the
+        // plugin would hand over the wrong settings.
+        let mut sized = c("b", vec![gpu("GPU-2", 20), gpu("GPU-1", 20)]);
+        sized.engine = Some(EngineSizing {
+            memory_flag: 2300,
+            kv_cache_bytes: 1 << 30,
+        });
+        assert!(!a.interchangeable_with(&sized));
+        assert!(a.confusable_with(&sized));
+        assert!(sized.interchangeable_with(&sized.clone()));
+    }
+
+    #[test]
+    fn engine_sizing_round_trips_and_is_checked() {
+        let mut a = sample();
+        a.containers[0].engine = Some(EngineSizing {
+            memory_flag: 2318,
+            kv_cache_bytes: 5 << 30,
+        });
+        let text = a.to_json();
+        assert!(
+            text.contains(r#""engine":{"memoryFlag":2318,"kvCacheBytes":5368709120}"#),
+            "{text}"
+        );
+        assert_eq!(PodAssignment::from_json(&text).unwrap(), a);
+        // Readers of an assignment without it (written before) see none.
+        assert_eq!(
+            PodAssignment::from_json(&sample().to_json())
+                .unwrap()
+                .containers[0]
+                .engine,
+            None
+        );
+        for (flag, kv, field) in [
+            (0, 0, "engine.memoryFlag"),
+            (10_001, 0, "engine.memoryFlag"),
+            (5000, MAX_GPU_MEMORY_BYTES + 1, "engine.kvCacheBytes"),
+        ] {
+            let mut bad = a.clone();
+            bad.containers[0].engine = Some(EngineSizing {
+                memory_flag: flag,
+                kv_cache_bytes: kv,
+            });
+            let err = bad.validate().unwrap_err().to_string();
+            assert!(err.contains(&format!("containers[0].{field}")), "{err}");
+        }
+        let mut mig_only = a.clone();
+        mig_only.containers[0].gpus.clear();
+        mig_only.containers[0].mig.push(AssignedMig {
+            uuid: "MIG-1".into(),
+            parent_uuid: "GPU-1".into(),
+            profile: "1g.10gb".into(),
+        });
+        let err = mig_only.validate().unwrap_err().to_string();
+        assert!(err.contains("engine.memoryFlag"), "{err}");
     }
 }

@@ -237,13 +237,31 @@ pub mod env {
     /// Comma-separated fraction (0–1, four decimals) of each GPU's total memory
     /// assigned to the container, aligned with [`GPU_UUIDS`].
     pub const GPU_MEMORY_FRACTION: &str = "GPUPACK_GPU_MEMORY_FRACTION";
-    /// The smallest of the fractions, rounded down: the value to pass to vLLM's
-    /// `--gpu-memory-utilization` or SGLang's `--mem-fraction-static`.
+    /// The value to pass to the engine's memory flag (vLLM's
+    /// `--gpu-memory-utilization`, SGLang's `--mem-fraction-static`, TGI's
+    /// `--cuda-memory-fraction`), four decimals. For a container sized from
+    /// its pod's model annotations, the flag the extender computed for that
+    /// engine and grant (leaving room for what the engine holds outside the
+    /// flag); otherwise the smallest of [`GPU_MEMORY_FRACTION`], rounded
+    /// down, and the request must leave that room itself.
     pub const GPU_MEMORY_UTILIZATION: &str = "GPUPACK_GPU_MEMORY_UTILIZATION";
+    /// KV-cache bytes per GPU the extender planned for a container sized
+    /// from its model annotations (vLLM's `--kv-cache-memory-bytes`, which
+    /// takes the place of `--gpu-memory-utilization`); unset otherwise.
+    pub const KV_CACHE_BYTES: &str = "GPUPACK_KV_CACHE_BYTES";
     /// Comma-separated MIG instance UUIDs, when MIG resources were allocated.
     pub const MIG_UUIDS: &str = "GPUPACK_MIG_UUIDS";
     /// The NVIDIA container runtime's variable naming the visible devices.
     pub const NVIDIA_VISIBLE_DEVICES: &str = "NVIDIA_VISIBLE_DEVICES";
+
+    /// How the fractions above are written: ten-thousandths as `0.3750`.
+    pub fn fraction_text(ten_thousandths: u64) -> String {
+        format!(
+            "{}.{:04}",
+            ten_thousandths / 10_000,
+            ten_thousandths % 10_000
+        )
+    }
 }
 
 #[cfg(test)]

@@ -46,7 +46,10 @@ pub enum NotClear {
 
 /// The pod's GPUs on `node` by the rule above. `preferred` (what this
 /// replica assumed when the bind arrived) is taken when it still fits, so
-/// that the bind lands where filter saw room.
+/// that the bind lands where filter saw room. `sized` completes an
+/// assignment as the pod would get it (its engine settings, which the
+/// device plugin hands over with the devices), so that it is compared
+/// with `pending` as the plugin will compare them.
 #[allow(clippy::too_many_arguments)]
 pub fn choose_clear(
     ledger: &Ledger,
@@ -56,6 +59,7 @@ pub fn choose_clear(
     inv: &NodeInventory,
     pending: &[Pending],
     preferred: Option<&Allocation>,
+    sized: &dyn Fn(&mut PodAssignment),
     rng: &mut dyn RngCore,
 ) -> Result<Allocation, NotClear> {
     let chosen = match preferred.filter(|a| ledger.admits(a).is_ok()) {
@@ -64,14 +68,16 @@ pub fn choose_clear(
             .choose(node, prep, scorer, rng)
             .map_err(|u| NotClear::Unfit(u.to_string()))?,
     };
-    let ours = assignment_of(&chosen, inv);
+    let mut ours = assignment_of(&chosen, inv);
+    sized(&mut ours);
     let Some(first) = confusable_with(&ours, pending) else {
         return Ok(chosen);
     };
     for p in pending {
-        let Some(copy) = same_devices_as(&ours, &p.assignment) else {
+        let Some(mut copy) = same_devices_as(&ours, &p.assignment) else {
             continue;
         };
+        sized(&mut copy);
         if confusable_with(&copy, pending).is_some() {
             continue;
         }
@@ -86,6 +92,12 @@ pub fn choose_clear(
     }
     Err(NotClear::Awaiting(first.to_string()))
 }
+
+/// For [`choose_clear`] where assignments are compared by their devices
+/// alone: views rebuilt from the ledger, which keeps allocations and not
+/// engine settings (filter's steering; bind compares the assignments it
+/// reads, settings included).
+pub fn devices_only(_: &mut PodAssignment) {}
 
 /// The first pending pod the device plugin could mistake for `ours`: a
 /// container asking for the same number of GPUs, the same total memory, or
@@ -172,8 +184,18 @@ mod tests {
         let prep = l.prepare(&demand);
         let scorer = l.scorer(Policy::Gpupack, &TypicalPods::default());
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-        choose_clear(&l, id, &prep, &scorer, inv, pending, None, &mut rng)
-            .map(|a| assignment_of(&a, inv))
+        choose_clear(
+            &l,
+            id,
+            &prep,
+            &scorer,
+            inv,
+            pending,
+            None,
+            &devices_only,
+            &mut rng,
+        )
+        .map(|a| assignment_of(&a, inv))
     }
 
     #[test]
@@ -237,6 +259,7 @@ mod tests {
                     })
                     .collect(),
                 mig: vec![],
+                engine: None,
             }],
         }
     }
@@ -253,6 +276,7 @@ mod tests {
                     parent_uuid: "GPU-p".into(),
                     profile: profile.into(),
                 }],
+                engine: None,
             }],
         }
     }

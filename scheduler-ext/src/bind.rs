@@ -531,7 +531,8 @@ impl Binder {
                     other,
                 },
             })?;
-            let assignment = assignment_of(&alloc, &inv.spec);
+            let mut assignment = assignment_of(&alloc, &inv.spec);
+            needs.size_engines(&mut assignment, &inv.spec);
             // Step 4: the conditional write.
             let expires_at = now + self.config.reservation_ttl;
             let entry = Reservation {
@@ -970,6 +971,7 @@ pub fn plan_bind(
         inv,
         &on_node.pending,
         preferred,
+        &|a: &mut PodAssignment| needs.size_engines(a, inv),
         &mut tie_breaker(pod),
     )
 }

@@ -23,7 +23,7 @@ use proto::inventory::{GpuNodeInventory, NodeInventory};
 
 use rand::SeedableRng;
 
-use crate::alike::{NotClear, Pending, choose_clear};
+use crate::alike::{NotClear, Pending, choose_clear, devices_only};
 use crate::demand::PodNeeds;
 use crate::mix::PodMix;
 use crate::reservations::Reservations;
@@ -671,7 +671,8 @@ impl ClusterState {
     }
 
     /// Pods holding GPUs on `node` that kubelet has not admitted yet: binds
-    /// in flight (reservations) and bound pods not yet admitted.
+    /// in flight (reservations) and bound pods not yet admitted, rebuilt
+    /// from the ledger (devices only, without engine settings).
     pub fn pending_on(&self, node: &str) -> Vec<Pending> {
         let (Some(sig), Some(entry)) = (self.sigs.get(node), self.nodes.get(node)) else {
             return Vec::new();
@@ -722,6 +723,7 @@ impl ClusterState {
             &inventory,
             &pending,
             None,
+            &devices_only,
             &mut tie_breaker(key),
         )
         .ok()?;
@@ -758,6 +760,7 @@ impl ClusterState {
             inventory,
             &pending,
             None,
+            &devices_only,
             &mut rng,
         ) {
             Err(NotClear::Awaiting(other)) => Some(other),

@@ -35,7 +35,9 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use model_source::{Lookup, ModelLookup, Offline};
 use placement::{ContainerDemand, GpuNeed, MemoryNeed, PodDemand};
 use proto::annotations::ModelAnnotations;
+use proto::assignment::{EngineSizing, PodAssignment};
 use proto::clip::clip;
+use proto::inventory::NodeInventory;
 use proto::resources::{GPU, GPU_MEMORY, Resource};
 
 /// Why a pod's GPU request cannot be read. Reported to kube-scheduler as
@@ -130,6 +132,9 @@ pub struct ContainerNeeds {
     /// Bytes each MIG instance must have (0: any): the estimate of a model
     /// server that runs on one.
     pub mig_min_bytes: u64,
+    /// The estimate a model server on GPUs was sized from: its engine's
+    /// settings for the grant go into the assignment.
+    pub estimate: Option<Box<estimator::Estimate>>,
 }
 
 /// A pod's GPU needs, independent of any node.
@@ -177,6 +182,38 @@ impl PodNeeds {
     /// Whether the pod asks for nothing gpupack places.
     pub fn is_empty(&self) -> bool {
         self.containers.is_empty()
+    }
+
+    /// Sets, on each container of `assignment` that this pod's model
+    /// annotations sized, its engine's memory flag for the memory granted
+    /// on the GPUs of `inv` (the smallest over its GPUs) and the KV bytes
+    /// planned; clears it on the others.
+    pub fn size_engines(&self, assignment: &mut PodAssignment, inv: &NodeInventory) {
+        for c in &mut assignment.containers {
+            c.engine = None;
+            let Some(estimate) = self
+                .containers
+                .iter()
+                .find(|n| n.name == c.name)
+                .and_then(|n| n.estimate.as_deref())
+            else {
+                continue;
+            };
+            let flag = c
+                .gpus
+                .iter()
+                .filter_map(|g| {
+                    let total = inv.gpu(&g.uuid)?.memory_bytes;
+                    Some(estimate.memory_flag(g.memory_bytes, total))
+                })
+                .min();
+            c.engine = flag
+                .filter(|f| f.ten_thousandths() > 0)
+                .map(|f| EngineSizing {
+                    memory_flag: f.ten_thousandths(),
+                    kv_cache_bytes: estimate.per_gpu.kv_cache_bytes,
+                });
+        }
     }
 
     /// The placement demand on nodes whose memory unit is `unit_bytes`.
@@ -322,6 +359,7 @@ fn container_needs(c: &Container) -> Result<Option<ContainerNeeds>, DemandError>
         memory,
         mig,
         mig_min_bytes: 0,
+        estimate: None,
     }))
 }
 
@@ -421,6 +459,7 @@ fn apply_model(
     let params = serving_params(m, tp)?;
     let estimate = size(m, namespace(pod), &params, models)?;
     let per_gpu = estimate.total_bytes();
+    let estimate = Some(Box::new(estimate));
     // An explicit per-GPU request larger than the estimate wins; the two are
     // compared once the node's unit is known.
     let min_units = match existing.map(|i| needs.containers[i].memory) {
@@ -435,6 +474,7 @@ fn apply_model(
         Some(i) => {
             needs.containers[i].gpus = tp;
             needs.containers[i].memory = memory;
+            needs.containers[i].estimate = estimate;
         }
         None => needs.containers.push(ContainerNeeds {
             name: target,
@@ -442,6 +482,7 @@ fn apply_model(
             memory,
             mig: Vec::new(),
             mig_min_bytes: 0,
+            estimate,
         }),
     }
     needs.model = Some(m.model.clone());
@@ -727,6 +768,61 @@ pub(crate) mod tests {
         assert_eq!(count, 2);
         assert_eq!(rounded % (1 << 30), 0);
         assert!(rounded >= b && rounded - b < 1 << 30);
+    }
+
+    #[test]
+    fn the_engine_flag_leaves_room_for_what_the_engine_holds_outside_it() {
+        use proto::assignment::{AssignedGpu, ContainerAssignment, PodAssignment};
+        let p = pod(
+            json!([{"name": "vllm", "resources": {"requests": {GPU: "2"}}}, {"name": "sidecar", "resources": {"requests": {GPU: "1"}}}]),
+            json!({
+                "gpupack.io/model": "meta-llama/Llama-3.1-8B-Instruct",
+                "gpupack.io/tensor-parallel-size": "2",
+                "gpupack.io/max-model-len": "8192",
+                "gpupack.io/engine": "vllm@0.11",
+                "gpupack.io/container": "vllm",
+            }),
+        );
+        let n = PodNeeds::from_pod(&p).unwrap();
+        let inv = crate::translate::tests::h100_inventory();
+        let grant = 40u64 << 30;
+        let container = |name: &str, gpus: &[usize]| ContainerAssignment {
+            name: name.into(),
+            gpus: gpus
+                .iter()
+                .map(|&i| AssignedGpu {
+                    uuid: inv.gpus[i].uuid.clone(),
+                    index: inv.gpus[i].index,
+                    memory_bytes: grant,
+                })
+                .collect(),
+            mig: vec![],
+            // Set by someone else: replaced or cleared.
+            engine: Some(proto::assignment::EngineSizing {
+                memory_flag: 10_000,
+                kv_cache_bytes: 1,
+            }),
+        };
+        let mut a = PodAssignment {
+            version: proto::assignment::VERSION.into(),
+            node: "n".into(),
+            containers: vec![container("vllm", &[0, 1]), container("sidecar", &[2])],
+        };
+        n.size_engines(&mut a, &inv);
+        let e = n.containers[0].estimate.as_deref().unwrap();
+        let total = inv.gpus[0].memory_bytes;
+        let sized = a.containers[0].engine.unwrap();
+        assert_eq!(
+            sized.memory_flag,
+            e.memory_flag(grant, total).ten_thousandths()
+        );
+        assert_eq!(sized.kv_cache_bytes, e.per_gpu.kv_cache_bytes);
+        // vLLM 0.11 holds its CUDA context and graphs beyond the flag.
+        let outside = e.overhead_detail.runtime_bytes + e.overhead_detail.cuda_graph_bytes;
+        let budget = u64::from(sized.memory_flag) * total / 10_000;
+        assert!(budget + outside <= grant, "{budget} + {outside} > {grant}");
+        assert!(budget + outside + total / 10_000 + 1 > grant);
+        assert_eq!(a.containers[1].engine, None, "the sidecar is not sized");
     }
 
     /// A model server on a MIG instance: the instance only, sized by the

@@ -92,6 +92,7 @@ pub fn assignment_of(alloc: &Allocation, inv: &NodeInventory) -> PodAssignment {
                     name: grant.name.clone(),
                     gpus: Vec::new(),
                     mig: Vec::new(),
+                    engine: None,
                 });
                 containers.len() - 1
             }
@@ -230,10 +231,15 @@ pub fn held(pod: &Pod) -> Held {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use placement::{Ledger, Policy, TypicalPods};
     use serde_json::json;
+
+    /// Four H100s named `GPU-n-0` … on node `n`.
+    pub(crate) fn h100_inventory() -> NodeInventory {
+        inventory("n", 4)
+    }
 
     fn inventory(name: &str, gpus: u32) -> NodeInventory {
         let mut links = vec![];

@@ -48,7 +48,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use proto::assignment::{ContainerAssignment, PodAssignment};
+use proto::assignment::{ContainerAssignment, EngineSizing, PodAssignment};
 use proto::resources::{DeviceId, Resource, mig_resource_name};
 
 /// A pod bound to this node, as the handoff needs it.
@@ -220,6 +220,8 @@ pub struct Plan {
     pub gpus: Vec<(String, Option<u64>)>,
     /// MIG instance UUIDs.
     pub mig: Vec<String>,
+    /// How the extender sized the container's engine, when it did.
+    pub engine: Option<EngineSizing>,
 }
 
 impl Plan {
@@ -231,6 +233,7 @@ impl Plan {
                 .map(|g| (g.uuid.clone(), Some(g.memory_bytes)))
                 .collect(),
             mig: c.mig.iter().map(|m| m.uuid.clone()).collect(),
+            engine: c.engine,
         }
     }
 
@@ -258,7 +261,11 @@ impl Plan {
         // Sorted, so that every response of a container names them alike.
         gpus.sort();
         mig.sort();
-        Plan { gpus, mig }
+        Plan {
+            gpus,
+            mig,
+            engine: None,
+        }
     }
 }
 

@@ -74,14 +74,26 @@ pub fn container_response(
                 env::GPU_MEMORY_FRACTION.to_string(),
                 fractions
                     .iter()
-                    .map(|f| format_fraction(*f))
+                    .map(|f| env::fraction_text(*f))
                     .collect::<Vec<_>>()
                     .join(","),
             );
-            let min = fractions.iter().copied().min().unwrap_or(0);
+            // The extender's flag for a sized engine leaves room for what
+            // the engine holds outside it; a plain request's share is the
+            // user's to size.
+            let utilization = match plan.engine {
+                Some(e) => u64::from(e.memory_flag),
+                None => fractions.iter().copied().min().unwrap_or(0) / 100 * 100,
+            };
             envs.insert(
                 env::GPU_MEMORY_UTILIZATION.to_string(),
-                format_fraction(min / 100 * 100),
+                env::fraction_text(utilization),
+            );
+        }
+        if let Some(e) = plan.engine {
+            envs.insert(
+                env::KV_CACHE_BYTES.to_string(),
+                e.kv_cache_bytes.to_string(),
             );
         }
     }
@@ -101,14 +113,6 @@ fn floor_fraction(bytes: u64, total: u64) -> u64 {
         return 0;
     }
     (u128::from(bytes) * 10_000 / u128::from(total)).min(10_000) as u64
-}
-
-fn format_fraction(ten_thousandths: u64) -> String {
-    format!(
-        "{}.{:04}",
-        ten_thousandths / 10_000,
-        ten_thousandths % 10_000
-    )
 }
 
 #[cfg(test)]
@@ -138,6 +142,7 @@ mod tests {
                 ("GPU-a".into(), Some(20 << 30)),
             ],
             mig: vec![],
+            engine: None,
         };
         let r = container_response(&plan, &inv(), &DeviceListStrategy::Envvar);
         assert_eq!(r.envs["NVIDIA_VISIBLE_DEVICES"], "GPU-b,GPU-a");
@@ -157,10 +162,28 @@ mod tests {
         let plan = Plan {
             gpus: vec![("GPU-a".into(), Some((80u64 << 30) / 3))],
             mig: vec![],
+            engine: None,
         };
         let r = container_response(&plan, &inv(), &DeviceListStrategy::Envvar);
         assert_eq!(r.envs["GPUPACK_GPU_MEMORY_FRACTION"], "0.3333");
         assert_eq!(r.envs["GPUPACK_GPU_MEMORY_UTILIZATION"], "0.3300");
+        assert!(!r.envs.contains_key("GPUPACK_KV_CACHE_BYTES"));
+    }
+
+    #[test]
+    fn a_sized_engine_gets_the_extenders_flag_and_kv_bytes() {
+        let plan = Plan {
+            gpus: vec![("GPU-a".into(), Some(30 << 30))],
+            mig: vec![],
+            engine: Some(proto::assignment::EngineSizing {
+                memory_flag: 3518,
+                kv_cache_bytes: 12 << 30,
+            }),
+        };
+        let r = container_response(&plan, &inv(), &DeviceListStrategy::Envvar);
+        assert_eq!(r.envs["GPUPACK_GPU_MEMORY_FRACTION"], "0.3750");
+        assert_eq!(r.envs["GPUPACK_GPU_MEMORY_UTILIZATION"], "0.3518");
+        assert_eq!(r.envs["GPUPACK_KV_CACHE_BYTES"], "12884901888");
     }
 
     #[test]
@@ -168,6 +191,7 @@ mod tests {
         let plan = Plan {
             gpus: vec![("GPU-a".into(), None)],
             mig: vec!["MIG-x".into()],
+            engine: None,
         };
         let r = container_response(
             &plan,

@@ -20,6 +20,7 @@ fn ca(name: &str, gpus: &[(u32, u64)]) -> ContainerAssignment {
             })
             .collect(),
         mig: vec![],
+        engine: None,
     }
 }
 
@@ -412,6 +413,7 @@ fn mig_requests_match_their_instances() {
             parent_uuid: gpu(0),
             profile: "1g.10gb".into(),
         }],
+        engine: None,
     };
     let r = Resource::Mig("1g.10gb".into());
     let mut p = pod("mig", 1, vec![]);
@@ -544,6 +546,7 @@ proptest! {
                                 name: String::new(),
                                 gpus: plan.gpus.iter().map(|(u, b)| AssignedGpu { uuid: u.clone(), index: 0, memory_bytes: b.unwrap() }).collect(),
                                 mig: vec![],
+                                engine: None,
                             };
                             let want = assigned(p, &c.name);
                             prop_assert!(got.interchangeable_with(&want), "{:?} got {:?} ({:?}), assigned {:?}", (&p.uid, &c.name), key, got, want);
