@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds gpupack-device-plugin, runs its NVML backend on this GPU machine and
-# compares the discovered inventory with nvidia-smi: GPU UUIDs, total memory
-# (MiB) and the pairwise topology of `nvidia-smi topo -m`. Prints one
+# compares the discovered inventory with nvidia-smi: GPU UUIDs, usable memory
+# (total less reserved, MiB) and the pairwise topology of `nvidia-smi topo -m`. Prints one
 # verdict line at the end: NVML-CHECK PASS or NVML-CHECK FAIL.
 #
 #   device-plugin/scripts/nvml-check.sh [--no-build]
@@ -19,7 +19,7 @@ command -v python3 >/dev/null || { echo "NVML-CHECK FAIL: python3 not found"; ex
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 "$bin" inventory --backend nvml --node-name nvml-check > "$work/inventory.json"
-nvidia-smi --query-gpu=index,uuid,memory.total,pci.bus_id,name --format=csv,noheader,nounits > "$work/smi.csv"
+nvidia-smi --query-gpu=index,uuid,memory.total,pci.bus_id,name,memory.reserved --format=csv,noheader,nounits > "$work/smi.csv"
 nvidia-smi topo -m > "$work/topo.txt" || true
 
 python3 - "$work" <<'PY'
@@ -33,7 +33,9 @@ for line in open(f"{work}/smi.csv"):
     if len(parts) < 5:
         continue
     idx, uuid, mem_mib, bus, name = parts[:5]
-    smi[int(idx)] = dict(uuid=uuid, mem_mib=int(float(mem_mib)), bus=bus.lower(), name=name)
+    reserved = parts[5] if len(parts) > 5 else ""
+    reserved_mib = int(float(reserved)) if re.fullmatch(r"[0-9.]+", reserved) else 0
+    smi[int(idx)] = dict(uuid=uuid, mem_mib=int(float(mem_mib)) - reserved_mib, reserved_mib=reserved_mib, bus=bus.lower(), name=name)
 gpus = {g["index"]: g for g in inv["gpus"]}
 print(f"GPUs: plugin {len(gpus)}, nvidia-smi {len(smi)}")
 if set(gpus) != set(smi):
@@ -41,12 +43,12 @@ if set(gpus) != set(smi):
 for i in sorted(set(gpus) & set(smi)):
     g, s = gpus[i], smi[i]
     mib = g["memoryBytes"] // (1 << 20)
-    print(f"GPU {i}: {g['uuid']} {g['product']} {mib} MiB numa={g.get('numaNode')} mig={g.get('migEnabled', False)} instances={len(g.get('migInstances', []))}")
+    print(f"GPU {i}: {g['uuid']} {g['product']} {mib} MiB usable ({s['reserved_mib']} MiB reserved) numa={g.get('numaNode')} mig={g.get('migEnabled', False)} instances={len(g.get('migInstances', []))}")
     if g["uuid"] != s["uuid"]:
         problems.append(f"GPU {i}: UUID {g['uuid']} != nvidia-smi {s['uuid']}")
-    # nvidia-smi reports MiB; allow rounding and its reserved-memory accounting.
-    if abs(mib - s["mem_mib"]) > max(64, s["mem_mib"] // 100):
-        problems.append(f"GPU {i}: memory {mib} MiB != nvidia-smi {s['mem_mib']} MiB")
+    # nvidia-smi reports MiB, rounded.
+    if abs(mib - s["mem_mib"]) > 2:
+        problems.append(f"GPU {i}: usable memory {mib} MiB != nvidia-smi total less reserved {s['mem_mib']} MiB")
     if g["pciBusId"].lower()[-12:] != s["bus"][-12:]:
         problems.append(f"GPU {i}: bus {g['pciBusId']} != nvidia-smi {s['bus']}")
 

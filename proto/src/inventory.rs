@@ -22,10 +22,10 @@
 //!     "memoryUnitBytes": 1073741824,
 //!     "gpus": [
 //!       { "index": 0, "uuid": "GPU-5c1e2b9a-0000-4000-8000-000000000000",
-//!         "product": "NVIDIA H100 80GB HBM3", "memoryBytes": 85520809984,
+//!         "product": "NVIDIA H100 80GB HBM3", "memoryBytes": 85018542080,
 //!         "pciBusId": "00000000:18:00.0", "numaNode": 0, "health": "Healthy" },
 //!       { "index": 1, "uuid": "GPU-5c1e2b9a-0000-4000-8000-000000000001",
-//!         "product": "NVIDIA H100 80GB HBM3", "memoryBytes": 85520809984,
+//!         "product": "NVIDIA H100 80GB HBM3", "memoryBytes": 85018542080,
 //!         "pciBusId": "00000000:2a:00.0", "numaNode": 0,
 //!         "health": "Unhealthy", "healthReason": "XID 79 (GPU fell off the bus)" }
 //!     ],
@@ -135,7 +135,9 @@ pub struct Gpu {
     pub uuid: String,
     /// Product name as NVML reports it, e.g. `NVIDIA H100 80GB HBM3`.
     pub product: String,
-    /// Total memory in bytes.
+    /// Memory processes can allocate, in bytes: NVML's total less what the
+    /// driver and firmware reserve (CUDA's total, the figure engines'
+    /// memory fractions multiply).
     pub memory_bytes: u64,
     /// PCI bus ID as NVML reports it (`00000000:18:00.0`).
     pub pci_bus_id: String,

@@ -106,7 +106,7 @@ impl NvmlBackend {
                 Err(e) => return Err(nvml_err(format!("MIG slot {slot}"))(e)),
             };
             let uuid = mig.uuid().map_err(nvml_err("MIG UUID"))?;
-            let memory = mig.memory_info().map_err(nvml_err("MIG memory"))?.total;
+            let memory = usable(&mig.memory_info().map_err(nvml_err("MIG memory"))?);
             let attrs = mig.attributes().map_err(nvml_err("MIG attributes"))?;
             if attrs.compute_instance_slice_count != attrs.gpu_instance_slice_count {
                 tracing::warn!(mig = %uuid, "skipping MIG instance whose compute slices differ from its GPU slices (not advertised, as NVIDIA's plugin)");
@@ -128,6 +128,15 @@ impl NvmlBackend {
         }
         Ok(out)
     }
+}
+
+/// The memory processes can allocate: NVML's total less what the driver
+/// and firmware reserve (`nvmlMemory_v2_t.reserved`; about 480 MiB of an
+/// H100's 81559 MiB, which CUDA's own total, 79.18 GiB, leaves out too).
+/// Advertising the whole total would let grants add up to memory no
+/// engine can have.
+fn usable(info: &nvml_wrapper::struct_wrappers::device::MemoryInfo) -> u64 {
+    info.total.saturating_sub(info.reserved)
 }
 
 /// GPU and compute instance IDs of a MIG device; nvml-wrapper does not wrap
@@ -176,10 +185,10 @@ impl GpuBackend for NvmlBackend {
                 .map_err(nvml_err(format!("GPU {i}")))?;
             let uuid = d.uuid().map_err(nvml_err(format!("GPU {i} UUID")))?;
             let product = d.name().map_err(nvml_err(format!("GPU {i} name")))?;
-            let memory_bytes = d
-                .memory_info()
-                .map_err(nvml_err(format!("GPU {i} memory")))?
-                .total;
+            let memory_bytes = usable(
+                &d.memory_info()
+                    .map_err(nvml_err(format!("GPU {i} memory")))?,
+            );
             let pci_bus_id = d
                 .pci_info()
                 .map_err(nvml_err(format!("GPU {i} PCI info")))?

@@ -5,6 +5,8 @@
 //! defaults:                           # applied to GPUs that omit the field
 //!   product: NVIDIA H100 80GB HBM3
 //!   memory: 81559MiB                  # bytes as a number, or B/KiB/MiB/GiB/TiB
+//!   reservedMemory: 479MiB            # optional: NVML's reserved (driver and
+//!                                     # firmware); processes get the rest
 //! gpus:
 //!   - numaNode: 0                     # index defaults to the position
 //!     pciBusId: "00000000:18:00.0"    # default derived from the index
@@ -139,6 +141,7 @@ struct SimFile {
 struct Defaults {
     product: Option<String>,
     memory: Option<Memory>,
+    reserved_memory: Option<Memory>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -148,6 +151,7 @@ struct SimGpu {
     uuid: Option<String>,
     product: Option<String>,
     memory: Option<Memory>,
+    reserved_memory: Option<Memory>,
     pci_bus_id: Option<String>,
     numa_node: Option<u32>,
     health: Option<Health>,
@@ -283,6 +287,18 @@ fn build(file: &str, sim: SimFile, ctx: &DiscoveryContext) -> Result<NodeInvento
                 "missing, and no defaults.memory".into(),
             )
         })?;
+        // As the NVML backend advertises: what processes can allocate.
+        let reserved = g
+            .reserved_memory
+            .or(sim.defaults.reserved_memory)
+            .map_or(0, |m| m.0);
+        if reserved >= memory.0 {
+            return Err(invalid(
+                line,
+                format!("gpus[{i}].reservedMemory"),
+                format!("{reserved} bytes leave nothing of {} bytes", memory.0),
+            ));
+        }
         let uuid = g
             .uuid
             .unwrap_or_else(|| derived_uuid("GPU-", &format!("{}/gpu/{index}", ctx.node_name)));
@@ -327,7 +343,7 @@ fn build(file: &str, sim: SimFile, ctx: &DiscoveryContext) -> Result<NodeInvento
             index,
             uuid,
             product,
-            memory_bytes: memory.0,
+            memory_bytes: memory.0 - reserved,
             pci_bus_id: g.pci_bus_id.unwrap_or_else(|| {
                 format!(
                     "00000000:{:02X}:00.0",
@@ -601,6 +617,24 @@ topology:
         assert_ne!(a.gpus[0].uuid, b.gpus[0].uuid);
         assert_ne!(a.gpus[0].uuid, a.gpus[1].uuid);
         assert!(a.gpus[0].uuid.starts_with("GPU-") && a.gpus[0].uuid.len() == 40);
+    }
+
+    #[test]
+    fn reserved_memory_is_left_out_as_nvml_reports_it() {
+        let inv = parse(
+            "f",
+            &TWO.replace(
+                "memory: 80GiB",
+                "memory: 81559MiB\n  reservedMemory: 479MiB",
+            ),
+            &ctx("n1"),
+        )
+        .unwrap();
+        assert_eq!(inv.gpus[0].memory_bytes, (81559 - 479) << 20);
+        let (_, field, problem) =
+            err(&TWO.replace("memory: 80GiB", "memory: 80GiB\n  reservedMemory: 80GiB"));
+        assert_eq!(field, "gpus[0].reservedMemory", "{problem}");
+        assert!(problem.contains("leave nothing"), "{problem}");
     }
 
     #[test]
