@@ -11,12 +11,14 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use http_serve::{Connections, Deadlines};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -132,12 +134,24 @@ pub fn admin_router(
         })
 }
 
-/// Serves a router until `shutdown`.
+/// Connections the endpoints hold at once. Prometheus, kubelet's probes and
+/// an operator need a few; the cap keeps a client that opens many from
+/// taking the node agent's memory and file descriptors.
+pub const MAX_CONNECTIONS: usize = 64;
+/// How long a client has to send a request's head: probes and scrapes send
+/// theirs at once, and one trickling it is dropped.
+pub const HEADER_DEADLINE: Duration = Duration::from_secs(10);
+/// How long requests in flight get to finish at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Serves a router until `shutdown`, with the limits above.
 pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) {
-    if let Err(e) = axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-    {
-        tracing::error!(error = %e, "HTTP server failed");
-    }
+    let conns = Connections {
+        deadlines: Deadlines {
+            header: HEADER_DEADLINE,
+            idle: Deadlines::IDLE,
+        },
+        max: MAX_CONNECTIONS,
+    };
+    http_serve::serve(listener, router, None, conns, shutdown, SHUTDOWN_GRACE).await;
 }

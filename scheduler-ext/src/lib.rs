@@ -21,7 +21,6 @@ pub mod bind;
 pub mod cli;
 pub mod cluster_state;
 pub mod config;
-pub mod conn;
 pub mod demand;
 pub mod events;
 pub mod http;

@@ -6,19 +6,13 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
 
-use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
+use http_serve::{Connections, Deadlines, Tls, serve};
 use kube::Client;
 use kube::runtime::events::Reporter;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::RootCertStore;
@@ -28,7 +22,6 @@ use tokio_util::sync::CancellationToken;
 use crate::bind::{BindConfig, Binder, Clock};
 use crate::cluster_state::ClusterState;
 use crate::config::Config;
-use crate::conn::{self, Deadlines};
 use crate::events::Events;
 use crate::http::{App, Limits, ops_router, router, verbs_router};
 use crate::metrics::Metrics;
@@ -309,145 +302,4 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, StartError> {
         )));
     }
     Ok(certs)
-}
-
-/// HTTPS on a listener.
-#[derive(Clone)]
-struct Tls {
-    acceptor: TlsAcceptor,
-    /// A client that has not finished its handshake by then is dropped, so
-    /// that stalled connections cannot pile up; it gets as long as a request.
-    handshake_timeout: Duration,
-}
-
-/// How many connections a listener holds, and their read deadlines.
-#[derive(Clone, Copy, Debug)]
-struct Connections {
-    deadlines: Deadlines,
-    /// Beyond this many open connections, new ones are closed on accept:
-    /// the deadlines bound how long any connection holds its place.
-    max: usize,
-}
-
-/// How often a full listener says so in the log.
-const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
-
-/// Accepts connections until `stop`, then drains them for up to `grace`.
-async fn serve(
-    listener: TcpListener,
-    routes: Router,
-    tls: Option<Tls>,
-    conns: Connections,
-    stop: CancellationToken,
-    grace: Duration,
-) {
-    let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let open = Arc::new(Semaphore::new(conns.max));
-    let mut refused = 0u64;
-    let mut last_refusal_log: Option<Instant> = None;
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = stop.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(permit) = open.clone().try_acquire_owned() else {
-            drop(stream);
-            refused += 1;
-            if last_refusal_log.is_none_or(|t| t.elapsed() >= REFUSAL_LOG_INTERVAL) {
-                tracing::warn!(
-                    max = conns.max,
-                    refused,
-                    "connection limit reached; closing new connections"
-                );
-                last_refusal_log = Some(Instant::now());
-            }
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let routes = routes.clone();
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        let tls = tls.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let result = match tls {
-                None => {
-                    let (io, tracker) = conn::guard(stream, conns.deadlines);
-                    let conn = builder
-                        .serve_connection(TokioIo::new(io), tracked(routes, tracker))
-                        .into_owned();
-                    watcher.watch(conn).await
-                }
-                Some(tls) => {
-                    let handshake = tls.acceptor.accept(stream);
-                    match tokio::time::timeout(tls.handshake_timeout, handshake).await {
-                        Ok(Ok(s)) => {
-                            let (io, tracker) = conn::guard(s, conns.deadlines);
-                            let conn = builder
-                                .serve_connection(TokioIo::new(io), tracked(routes, tracker))
-                                .into_owned();
-                            watcher.watch(conn).await
-                        }
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, timeout = ?tls.handshake_timeout, "TLS handshake timed out");
-                            return;
-                        }
-                    }
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("all requests finished"),
-        _ = tokio::time::sleep(grace) => tracing::warn!(?grace, "grace period over; dropping connections"),
-    }
-}
-
-/// The router as a connection's service, telling the connection's tracker
-/// when each request's head has been read and when its response is ready.
-#[derive(Clone)]
-struct Tracked {
-    service: TowerToHyperService<Router>,
-    tracker: Arc<conn::Tracker>,
-}
-
-fn tracked(routes: Router, tracker: Arc<conn::Tracker>) -> Tracked {
-    Tracked {
-        service: TowerToHyperService::new(routes),
-        tracker,
-    }
-}
-
-type Answer = Result<axum::response::Response, std::convert::Infallible>;
-
-impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Tracked {
-    type Response = axum::response::Response;
-    type Error = std::convert::Infallible;
-    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + Send>>;
-
-    fn call(&self, request: hyper::Request<hyper::body::Incoming>) -> Self::Future {
-        let in_flight = self.tracker.request_started();
-        let response = self.service.call(request);
-        Box::pin(async move {
-            let response = response.await;
-            drop(in_flight);
-            response
-        })
-    }
 }
