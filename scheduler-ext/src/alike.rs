@@ -219,6 +219,51 @@ mod tests {
     }
 
     #[test]
+    fn a_pending_pod_sized_for_other_engine_settings_is_not_shared() {
+        let inv = node();
+        let sizing = |flag: u32| {
+            move |a: &mut PodAssignment| {
+                for c in &mut a.containers {
+                    c.engine = Some(proto::assignment::EngineSizing {
+                        memory_flag: flag,
+                        kv_cache_bytes: 1 << 30,
+                    });
+                }
+            }
+        };
+        let choose_sized = |held: &[(&str, &PodAssignment)],
+                            pending: &[Pending],
+                            sized: &dyn Fn(&mut PodAssignment)| {
+            let (l, id) = ledger_with(&inv, held);
+            let needs = needs(1, 20);
+            let demand = needs.demand(inv.memory_unit_bytes);
+            let prep = l.prepare(&demand);
+            let scorer = l.scorer(Policy::Gpupack, &TypicalPods::default());
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+            choose_clear(&l, id, &prep, &scorer, &inv, pending, None, sized, &mut rng)
+        };
+        let mut first = choose(&inv, &[], &[], 20).unwrap();
+        sizing(2300)(&mut first);
+        let pending = [Pending {
+            who: "ns/first".into(),
+            assignment: first.clone(),
+        }];
+        let held = [("first", &first)];
+        // The same settings: the pending pod's devices are shared.
+        let same = choose_sized(&held, &pending, &sizing(2300)).unwrap();
+        assert_eq!(
+            assignment_of(&same, &inv).containers[0].gpus,
+            first.containers[0].gpus
+        );
+        // Other settings on the same amounts: the device plugin could hand
+        // over the wrong ones, so the pod waits for kubelet.
+        assert_eq!(
+            choose_sized(&held, &pending, &sizing(2400)),
+            Err(NotClear::Awaiting("ns/first".into()))
+        );
+    }
+
+    #[test]
     fn admitted_or_different_pods_do_not_constrain() {
         let inv = node();
         let first = choose(&inv, &[], &[], 20).unwrap();
