@@ -189,24 +189,43 @@ impl Estimate {
     /// ten-thousandths, that keeps the engine within the grant once it has
     /// allocated what it holds outside the flag ([`MemoryFlag`]).
     pub fn memory_flag(&self, grant_bytes: u64, gpu_bytes: u64) -> Fraction {
+        let (outside, _) = self.outside_memory_flag();
+        match self.engine.profile().memory_flag {
+            MemoryFlag::Budget { .. } => {
+                Fraction::floor(grant_bytes.saturating_sub(outside), gpu_bytes)
+            }
+            MemoryFlag::Headroom => Fraction::floor(gpu_bytes.saturating_sub(outside), gpu_bytes),
+        }
+    }
+
+    /// Bytes per GPU the engine allocates outside its memory flag, and what
+    /// they are, for people.
+    pub fn outside_memory_flag(&self) -> (u64, &'static str) {
         let o = &self.overhead_detail;
         match self.engine.profile().memory_flag {
             MemoryFlag::Budget {
-                runtime_outside,
-                cuda_graphs_outside,
-            } => {
-                let outside = if runtime_outside { o.runtime_bytes } else { 0 }
-                    + if cuda_graphs_outside {
-                        o.cuda_graph_bytes
-                    } else {
-                        0
-                    };
-                Fraction::floor(grant_bytes.saturating_sub(outside), gpu_bytes)
-            }
-            MemoryFlag::Headroom => {
-                let after_pool = self.per_gpu.activation_bytes + o.cuda_graph_bytes;
-                Fraction::floor(gpu_bytes.saturating_sub(after_pool), gpu_bytes)
-            }
+                runtime_outside: true,
+                cuda_graphs_outside: true,
+            } => (
+                o.runtime_bytes + o.cuda_graph_bytes,
+                "its CUDA context and CUDA graphs",
+            ),
+            MemoryFlag::Budget {
+                runtime_outside: true,
+                cuda_graphs_outside: false,
+            } => (o.runtime_bytes, "its CUDA context"),
+            MemoryFlag::Budget {
+                runtime_outside: false,
+                cuda_graphs_outside: true,
+            } => (o.cuda_graph_bytes, "its CUDA graphs"),
+            MemoryFlag::Budget {
+                runtime_outside: false,
+                cuda_graphs_outside: false,
+            } => (0, "nothing"),
+            MemoryFlag::Headroom => (
+                self.per_gpu.activation_bytes + o.cuda_graph_bytes,
+                "its activations and CUDA graphs",
+            ),
         }
     }
 }

@@ -487,6 +487,15 @@ fn table(e: &Estimate, params: &ServingParams, fit: Option<&(String, Fit)>) -> S
         }
         let _ = writeln!(s, "{} flags", e.engine);
         let _ = writeln!(s, "  {}", f.flags.join(" "));
+        let (outside, what) = f.estimate.outside_memory_flag();
+        if outside > 0 {
+            let _ = writeln!(
+                s,
+                "  (the fraction leaves {} GiB for {what}, which {} allocates outside it)",
+                gib(outside),
+                e.engine
+            );
+        }
         if !f.alternative_flags.is_empty() {
             let _ = writeln!(s, "  or, fixing the KV cache size:");
             let _ = writeln!(s, "  {}", f.alternative_flags.join(" "));
