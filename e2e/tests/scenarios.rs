@@ -870,8 +870,22 @@ async fn api_conflicts_and_latency_converge() {
     let _ = GPU;
 }
 
-/// The cluster target: the LLM mix against a real cluster (`E2E_TARGET=cluster`
-/// and `KUBECONFIG`, e.g. after `daemonset/kind/run.sh`). Skipped otherwise.
+/// The estimate, made here without the extender, of a model served as the
+/// model scenarios below annotate it: `PodBuilder::model` with 8192 tokens
+/// (16 sequences) on vLLM 0.19.
+fn estimate_as_served(model: &estimator::ModelSpec) -> estimator::Estimate {
+    estimator::estimate(
+        model,
+        &estimator::ServingParams {
+            max_model_len: Some(8192),
+            max_num_seqs: Some(16),
+            engine: "vllm@0.19".parse().unwrap(),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
 /// A model outside the catalog, a fine-tune on the Hub: the extender sizes
 /// it from the model's own config and safetensors headers (read from a
 /// stand-in of the Hub's file API through `HF_ENDPOINT`), answering the
@@ -931,16 +945,7 @@ async fn a_model_outside_the_catalog_is_sized_from_the_hub_and_lands() {
     let model = model_source::resolve(&source.repo(MODEL).unwrap(), MODEL)
         .await
         .unwrap();
-    let e = estimator::estimate(
-        &model,
-        &estimator::ServingParams {
-            max_model_len: Some(8192),
-            max_num_seqs: Some(16),
-            engine: "vllm@0.19".parse().unwrap(),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let e = estimate_as_served(&model);
     let gib = proto::resources::DEFAULT_MEMORY_UNIT_BYTES;
     let expected = e.per_gpu.total_bytes.div_ceil(gib) * gib;
     let a = ClusterView::assignment(view.pod("hermes").unwrap()).unwrap();
@@ -1046,16 +1051,7 @@ async fn a_model_in_a_config_map_is_sized_without_the_hub() {
         model.checkpoint.as_ref().map(|c| c.total_bytes()),
         Some(stored_bytes(&tensors))
     );
-    let e = estimator::estimate(
-        &model,
-        &estimator::ServingParams {
-            max_model_len: Some(8192),
-            max_num_seqs: Some(16),
-            engine: "vllm@0.19".parse().unwrap(),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let e = estimate_as_served(&model);
     let gib = proto::resources::DEFAULT_MEMORY_UNIT_BYTES;
     let a = ClusterView::assignment(view.pod("support").unwrap()).unwrap();
     assert_eq!(
@@ -1082,6 +1078,8 @@ async fn a_model_in_a_config_map_is_sized_without_the_hub() {
     assert_rbac_covers(&cluster);
 }
 
+/// The cluster target: the LLM mix against a real cluster (`E2E_TARGET=cluster`
+/// and `KUBECONFIG`, e.g. after `daemonset/kind/run.sh`). Skipped otherwise.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_target_llm_mix() {
     if !e2e::cluster::selected() {

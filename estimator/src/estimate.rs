@@ -622,16 +622,7 @@ mod tests {
             params.engine.profile(),
         );
         let stored = (whole.total() - whole.rotary_cache) * 11 / 10;
-        let mut c = crate::CheckpointWeights::default();
-        c.by_dtype.insert(
-            "BF16".into(),
-            crate::DtypeTally {
-                tensors: 1,
-                elements: stored / 2,
-                bytes: stored,
-            },
-        );
-        spec.checkpoint = Some(c);
+        spec.checkpoint = Some(bf16_checkpoint(stored));
         let measured = estimate(&spec, &params).unwrap();
         assert_eq!(measured.checkpoint_bytes, Some(stored));
         let (m, p) = (
@@ -646,6 +637,20 @@ mod tests {
             ..params
         };
         assert_eq!(estimate(&spec, &fp8).unwrap().checkpoint_bytes, None);
+    }
+
+    /// A checkpoint of `bytes` of BF16 tensors.
+    fn bf16_checkpoint(bytes: u64) -> crate::CheckpointWeights {
+        let mut c = crate::CheckpointWeights::default();
+        c.by_dtype.insert(
+            "BF16".into(),
+            crate::DtypeTally {
+                tensors: 1,
+                elements: bytes / 2,
+                bytes,
+            },
+        );
+        c
     }
 
     #[test]
@@ -669,16 +674,7 @@ mod tests {
         assert!(whole.vision > 0);
         // A checkpoint storing exactly the language model and the tower.
         let stored = whole.total() - whole.rotary_cache;
-        let mut c = crate::CheckpointWeights::default();
-        c.by_dtype.insert(
-            "BF16".into(),
-            crate::DtypeTally {
-                tensors: 1,
-                elements: stored / 2,
-                bytes: stored,
-            },
-        );
-        spec.checkpoint = Some(c);
+        spec.checkpoint = Some(bf16_checkpoint(stored));
         let measured = estimate(&spec, &params).unwrap();
         assert_eq!(measured.checkpoint_bytes, Some(stored));
         assert_eq!(measured.weights_detail, computed.weights_detail);

@@ -17,6 +17,7 @@ use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
 use crate::error::SourceError;
 use crate::files::ModelFiles;
+use crate::registry::Fetch;
 
 /// The public Hub, when `HF_ENDPOINT` is not set.
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
@@ -325,5 +326,38 @@ impl ModelFiles for HubRepo<'_> {
             .get(&self.repo, file, Some((start, len)), len)
             .await?;
         Ok(got.map(|b| b.to_vec()))
+    }
+}
+
+impl Fetch for Hub {
+    fn check(&self, key: &str) -> Result<(), String> {
+        check_repo_id(key).map_err(|e| e.to_string())
+    }
+
+    /// From the disk cache when it holds the model, else from the Hub
+    /// (then kept on disk).
+    fn fetch(
+        &self,
+        key: String,
+    ) -> futures::future::BoxFuture<'static, Result<estimator::ModelSpec, String>> {
+        let hub = self.clone();
+        Box::pin(async move {
+            let repo = hub.repo(&key).map_err(|e| e.to_string())?;
+            let what = repo.describe();
+            let settings = hub.settings();
+            let cache_key = format!("{}|{}|{key}", settings.endpoint, settings.revision);
+            if let Some(facts) = settings.cache.as_ref().and_then(|c| c.get(&cache_key)) {
+                tracing::debug!(model = %key, "model read from the disk cache");
+                return crate::resolve::spec_of(&key, &what, &facts).map_err(|e| e.to_string());
+            }
+            let facts = crate::resolve::read_facts(&repo)
+                .await
+                .map_err(|e| e.to_string())?;
+            let spec = crate::resolve::spec_of(&key, &what, &facts).map_err(|e| e.to_string())?;
+            if let Some(cache) = &settings.cache {
+                cache.put(&cache_key, &facts);
+            }
+            Ok(spec)
+        })
     }
 }

@@ -59,36 +59,6 @@ pub trait Fetch: Send + Sync + 'static {
     fn fetch(&self, key: String) -> futures::future::BoxFuture<'static, Result<ModelSpec, String>>;
 }
 
-impl Fetch for Hub {
-    fn check(&self, key: &str) -> Result<(), String> {
-        crate::hub::check_repo_id(key).map_err(|e| e.to_string())
-    }
-
-    /// From the disk cache when it holds the model, else from the Hub
-    /// (then kept on disk).
-    fn fetch(&self, key: String) -> futures::future::BoxFuture<'static, Result<ModelSpec, String>> {
-        let hub = self.clone();
-        Box::pin(async move {
-            let repo = hub.repo(&key).map_err(|e| e.to_string())?;
-            let what = crate::files::ModelFiles::describe(&repo);
-            let settings = hub.settings();
-            let cache_key = format!("{}|{}|{key}", settings.endpoint, settings.revision);
-            if let Some(facts) = settings.cache.as_ref().and_then(|c| c.get(&cache_key)) {
-                tracing::debug!(model = %key, "model read from the disk cache");
-                return crate::resolve::spec_of(&key, &what, &facts).map_err(|e| e.to_string());
-            }
-            let facts = crate::resolve::read_facts(&repo)
-                .await
-                .map_err(|e| e.to_string())?;
-            let spec = crate::resolve::spec_of(&key, &what, &facts).map_err(|e| e.to_string())?;
-            if let Some(cache) = &settings.cache {
-                cache.put(&cache_key, &facts);
-            }
-            Ok(spec)
-        })
-    }
-}
-
 /// Limits of a [`Registry`].
 #[derive(Debug, Clone)]
 pub struct RegistrySettings {

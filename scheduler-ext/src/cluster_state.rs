@@ -1194,7 +1194,6 @@ impl ClusterState {
     }
 }
 
-/// The pod's demand on nodes with this memory unit, made once per unit.
 /// The pod's demand on nodes of memory unit `unit`, and its hash (the
 /// verdicts' key), made once per unit.
 fn demand_for<'d>(

@@ -30,20 +30,23 @@ impl ConfigMaps {
     }
 }
 
+/// A registry key's namespace and name.
+fn namespace_and_name(key: &str) -> Result<(&str, &str), String> {
+    match key.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() => Ok((ns, name)),
+        _ => Err(format!("{key:?} is not namespace/name of a ConfigMap")),
+    }
+}
+
 impl Fetch for ConfigMaps {
     fn check(&self, key: &str) -> Result<(), String> {
-        match key.split_once('/') {
-            Some((ns, name)) if !ns.is_empty() && !name.is_empty() => Ok(()),
-            _ => Err(format!("{key:?} is not namespace/name of a ConfigMap")),
-        }
+        namespace_and_name(key).map(|_| ())
     }
 
     fn fetch(&self, key: String) -> BoxFuture<'static, Result<ModelSpec, String>> {
         let client = self.client.clone();
         Box::pin(async move {
-            let (ns, name) = key
-                .split_once('/')
-                .ok_or_else(|| format!("{key:?} is not namespace/name of a ConfigMap"))?;
+            let (ns, name) = namespace_and_name(&key)?;
             let api: Api<ConfigMap> = Api::namespaced(client, ns);
             let read = tokio::time::timeout(READ_TIMEOUT, api.get_opt(name))
                 .await
